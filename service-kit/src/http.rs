@@ -1,0 +1,69 @@
+//! Serving and calling HTTP.
+
+use std::{future::Future, time::Duration};
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Router,
+};
+use tokio::net::TcpListener;
+
+/// Connect timeout of every outgoing call: peers are on the same host or network.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The process's one outgoing HTTP client; `request_timeout` bounds every call.
+pub fn client(request_timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(request_timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .build()
+        .expect("a client with only timeouts configured always builds")
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// A business failure: 4xx with a short plain-text reason.
+pub fn client_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, message.into()).into_response()
+}
+
+/// A failure of ours: logged with its cause, answered as a bare "internal error".
+pub fn internal_error(cause: &dyn std::fmt::Display) -> Response {
+    tracing::error!(%cause, "internal error");
+    (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+}

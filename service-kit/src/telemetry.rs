@@ -1,0 +1,84 @@
+//! Logs and metrics.
+//!
+//! Logs go to stderr through `tracing`; `RUST_LOG` overrides the default filter. Metrics are
+//! recorded with the `metrics` facade and rendered in the Prometheus text format on each
+//! service's `/metrics` route, which the gateway never forwards.
+
+use std::time::Instant;
+
+use axum::{
+    extract::{MatchedPath, Request},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests served, by route template, method and status code.
+pub const HTTP_REQUESTS: &str = "http_requests_total";
+/// Request latency in seconds, by route template and method.
+pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+
+/// Histogram buckets (seconds) shared by every latency metric of the system.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Installs the log subscriber. Safe to call more than once (tests start many services in one
+/// process); later calls are ignored.
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // A branch that voted with PREPARE TRANSACTION has already left its transaction block,
+        // so the COMMIT that closes sqlx's transaction object draws a harmless notice.
+        tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=error")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Installs the global Prometheus recorder and returns the handle that renders it.
+///
+/// Only the first call in a process installs a recorder; later calls (several services in one
+/// test process) get a handle to a recorder that is not global, which renders nothing new.
+pub fn init_metrics() -> PrometheusHandle {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .expect("static bucket list is not empty");
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    let _ = metrics::set_global_recorder(recorder);
+    handle
+}
+
+/// Axum middleware counting requests and timing them by route template (never by raw path,
+/// which carries ids and would make labels unbounded).
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(HTTP_DURATION, "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The `/metrics` handler body for a given recorder handle.
+pub fn render(handle: &PrometheusHandle) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,21 @@
+//! The two-phase-commit protocol spoken between the coordinator and its participants.
+//!
+//! * [`gid`]: the global transaction id of one branch, `wdm_<coordinator>_<txid>_<participant>`.
+//!   It is formatted into SQL text (PREPARE takes no bind parameters), so it is built only from
+//!   characters we generate and is validated wherever it is read back.
+//! * [`wire`]: the JSON bodies of the internal HTTP API: the coordinator's transaction request and
+//!   outcome, a participant's prepare request and vote.
+//! * [`branch`]: the participant side of phase one. The business work runs in a local
+//!   transaction, the branch's gid goes into the `twopc_markers` table, then
+//!   `PREPARE TRANSACTION` makes the vote durable.
+//! * [`finish`]: phase two and recovery, straight on a participant's database: `COMMIT PREPARED`
+//!   and `ROLLBACK PREPARED` that tell "already committed" from "lost" by the marker, and the
+//!   listing of prepared branches. They need no business knowledge, so the coordinator and the
+//!   recovery CLI run them without the participant service being up.
+
+pub mod branch;
+pub mod finish;
+pub mod gid;
+pub mod wire;
+
+pub use gid::{Gid, GidError};

@@ -1,0 +1,115 @@
+//! JSON bodies of the internal HTTP API.
+//!
+//! * `POST /_2pc/transactions` on the coordinator: a [`TransactionRequest`], answered with an
+//!   [`Outcome`] once the transaction is decided and phase two is done (or handed to recovery).
+//! * `GET /_2pc/transactions/{txid}` on the coordinator: the [`Outcome`] of a transaction whose
+//!   reply was lost, `pending` while it is still running.
+//! * `POST /_2pc/prepare` on a participant: a [`PrepareRequest`], answered with a [`Vote`].
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One global transaction: the branches are prepared one after another in this order, which is
+/// the system's global lock order (see the coordinator's documentation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransactionRequest {
+    pub txid: Uuid,
+    pub branches: Vec<BranchRequest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BranchRequest {
+    /// The participant's name, as configured at the coordinator.
+    pub participant: String,
+    /// The participant's business work; opaque to the coordinator.
+    pub work: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareRequest {
+    pub gid: String,
+    /// How long the participant may wait for row locks before voting no.
+    pub lock_timeout_ms: u64,
+    pub work: serde_json::Value,
+}
+
+/// Why a participant (or the coordinator on its behalf) refused a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Machine-readable reason, e.g. `out_of_stock`, `insufficient_credit`, `already_paid`.
+    pub code: String,
+    /// One short sentence for the client.
+    pub message: String,
+    /// True for business refusals (the same request would be refused again); false for
+    /// transient ones (a timeout, an unreachable participant, a lock wait that ran out).
+    pub business: bool,
+}
+
+impl Refusal {
+    pub fn business(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+            business: true,
+        }
+    }
+
+    pub fn transient(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+            business: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "vote", rename_all = "snake_case")]
+pub enum Vote {
+    Yes,
+    No(Refusal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Committed,
+    Aborted {
+        /// The participant that refused, or `coordinator`.
+        participant: String,
+        #[serde(flatten)]
+        refusal: Refusal,
+    },
+    /// Still being decided or finished by the live coordinator; ask again.
+    Pending,
+}
+
+/// Names of the internal routes, shared by both sides.
+pub mod routes {
+    pub const TRANSACTIONS: &str = "/_2pc/transactions";
+    pub const TRANSACTION: &str = "/_2pc/transactions/{txid}";
+    pub const PREPARE: &str = "/_2pc/prepare";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn votes_and_outcomes_have_a_flat_tagged_form() {
+        let no = Vote::No(Refusal::business("out_of_stock", "item 1 has 0 left"));
+        let json = serde_json::to_value(&no).unwrap();
+        assert_eq!(json["vote"], "no");
+        assert_eq!(json["code"], "out_of_stock");
+        assert_eq!(serde_json::from_value::<Vote>(json).unwrap(), no);
+
+        let aborted = Outcome::Aborted {
+            participant: "stock".into(),
+            refusal: Refusal::transient("unreachable", "stock did not answer"),
+        };
+        let json = serde_json::to_value(&aborted).unwrap();
+        assert_eq!(json["outcome"], "aborted");
+        assert_eq!(json["business"], false);
+        assert_eq!(serde_json::from_value::<Outcome>(json).unwrap(), aborted);
+    }
+}

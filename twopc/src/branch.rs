@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Executor, PgPool, Postgres, Transaction};
 
 use crate::{
     wire::{Refusal, Vote},
@@ -73,7 +73,7 @@ impl Branch {
         let gid = self.gid.sql_literal();
         let sql =
             format!("insert into {MARKER_TABLE} (gid) values ({gid}); prepare transaction {gid}");
-        match sqlx::raw_sql(&sql).execute(&mut *self.tx).await {
+        match self.tx.execute(sql.as_str()).await {
             Ok(_) => {}
             Err(error) if crate::finish::has_code(&error, DUPLICATE_OBJECT) => {
                 // A concurrent retry of the same branch prepared first; its vote stands.

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::{Executor, PgPool, Row};
 
 use crate::{branch::MARKER_TABLE, Gid};
 
@@ -49,9 +49,13 @@ pub struct PreparedBranch {
     pub prepared_at: DateTime<Utc>,
 }
 
+// Gids are formatted into the statement (PREPARE and friends take no parameters); a statement
+// without arguments runs over the simple query protocol, so no per-gid prepared statement is
+// cached on the connection.
+
 pub async fn commit_prepared(pool: &PgPool, gid: &Gid) -> Result<CommitResult, sqlx::Error> {
     let sql = format!("commit prepared {}", gid.sql_literal());
-    match sqlx::raw_sql(&sql).execute(pool).await {
+    match pool.execute(sql.as_str()).await {
         Ok(_) => Ok(CommitResult::Committed),
         Err(error) if has_code(&error, UNDEFINED_OBJECT) => {
             if marker_exists(pool, gid).await? {
@@ -67,7 +71,7 @@ pub async fn commit_prepared(pool: &PgPool, gid: &Gid) -> Result<CommitResult, s
 
 pub async fn rollback_prepared(pool: &PgPool, gid: &Gid) -> Result<RollbackResult, sqlx::Error> {
     let sql = format!("rollback prepared {}", gid.sql_literal());
-    match sqlx::raw_sql(&sql).execute(pool).await {
+    match pool.execute(sql.as_str()).await {
         Ok(_) => Ok(RollbackResult::RolledBack),
         Err(error) if has_code(&error, UNDEFINED_OBJECT) => {
             if marker_exists(pool, gid).await? {

@@ -1,0 +1,30 @@
+//! The coordinator's error type and its HTTP form.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+
+use crate::protocol::RequestError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("decision log: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match self {
+            Error::Request(
+                error @ (RequestError::AlreadyRunning(_) | RequestError::AlreadySettled(_)),
+            ) => service_kit::http::client_error(StatusCode::CONFLICT, error.to_string()),
+            Error::Request(error) => {
+                service_kit::http::client_error(StatusCode::BAD_REQUEST, error.to_string())
+            }
+            Error::Database(error) => service_kit::http::internal_error(&error),
+        }
+    }
+}

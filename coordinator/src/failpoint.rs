@@ -1,0 +1,63 @@
+//! Crash points for tests.
+//!
+//! `COORDINATOR_FAILPOINT=<name>[@<n>]` makes the coordinator exit hard the `n`-th time (default
+//! the first) it reaches the point `name`. Points: `after_first_prepare`, `before_decision`,
+//! `after_decision`, `mid_phase_two`. Only debug builds read the variable; release builds
+//! compile every point to nothing.
+
+#[cfg(debug_assertions)]
+mod imp {
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        OnceLock,
+    };
+
+    pub const VAR: &str = "COORDINATOR_FAILPOINT";
+
+    struct Armed {
+        name: String,
+        remaining: AtomicU64,
+    }
+
+    fn armed() -> Option<&'static Armed> {
+        static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+        ARMED
+            .get_or_init(|| {
+                let raw = std::env::var(VAR).ok()?;
+                let (name, nth) = match raw.split_once('@') {
+                    Some((name, nth)) => (name.to_owned(), nth.parse().unwrap_or(1)),
+                    None => (raw, 1),
+                };
+                Some(Armed {
+                    name,
+                    remaining: AtomicU64::new(nth),
+                })
+            })
+            .as_ref()
+    }
+
+    pub fn hit(point: &str) {
+        let Some(armed) = armed() else { return };
+        if armed.name != point {
+            return;
+        }
+        if armed.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            eprintln!("failpoint {point}: exiting hard");
+            std::process::exit(101);
+        }
+    }
+}
+
+/// Exits the process hard when the test armed this point.
+#[inline]
+pub fn hit(point: &str) {
+    #[cfg(debug_assertions)]
+    imp::hit(point);
+    #[cfg(not(debug_assertions))]
+    let _ = point;
+}
+
+pub const AFTER_FIRST_PREPARE: &str = "after_first_prepare";
+pub const BEFORE_DECISION: &str = "before_decision";
+pub const AFTER_DECISION: &str = "after_decision";
+pub const MID_PHASE_TWO: &str = "mid_phase_two";

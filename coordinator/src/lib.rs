@@ -1,0 +1,125 @@
+//! The two-phase-commit coordinator.
+//!
+//! The order service asks it to run one global transaction per checkout. It stays generic: it
+//! knows participants, gids and decisions, never stock or credit. Participants vote over HTTP
+//! (`POST /_2pc/prepare`, where their business work runs and ends in `PREPARE TRANSACTION`);
+//! phase two and recovery need no business knowledge, so the coordinator finishes branches
+//! directly in each participant's database with `COMMIT PREPARED` / `ROLLBACK PREPARED`. That
+//! saves a hop per branch and lets a transaction finish while a participant service is down.
+//!
+//! * [`protocol`]: presumed-abort 2PC, branches prepared in the global lock order.
+//! * [`log`]: the decision log in the coordinator's own database: group commit, identity lock.
+//! * [`recovery`]: finishing in-doubt branches, shared with the `wdm-recovery` CLI.
+//! * [`routes`]: `POST /_2pc/transactions`, `GET /_2pc/transactions/{txid}`, health, metrics.
+
+pub mod config;
+pub mod error;
+pub mod failpoint;
+pub mod inflight;
+pub mod log;
+pub mod participants;
+pub mod protocol;
+pub mod recovery;
+pub mod routes;
+pub mod telemetry;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::migrate::Migrator;
+use tokio::{net::TcpListener, sync::watch};
+
+pub use config::Config;
+
+pub static MIGRATIONS: Migrator = sqlx::migrate!("../migrations/coordinator");
+
+/// Shared state of the running coordinator.
+#[derive(Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub log: log::DecisionLog,
+    pub participants: Arc<participants::Participants>,
+    pub inflight: Arc<inflight::InFlight>,
+    pub http: reqwest::Client,
+    pub metrics: PrometheusHandle,
+}
+
+/// A coordinator that has taken its identity, recovered, and bound its port.
+pub struct Coordinator {
+    app: App,
+    listener: TcpListener,
+}
+
+impl Coordinator {
+    /// Connects to the log (waiting for the identity lock), runs a first recovery round, and
+    /// binds. Nothing is served before recovery has looked at every reachable participant.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let metrics = service_kit::telemetry::init_metrics();
+        let pool = service_kit::db::connect(
+            &config.database_url,
+            config.db_max_connections,
+            Some(&MIGRATIONS),
+        )
+        .await?;
+        let log = log::DecisionLog::open(&config.database_url, &config.id, pool).await?;
+        let participants =
+            participants::Participants::connect(&config.participants, config.db_max_connections)?;
+        let app = App {
+            http: service_kit::http::client(config.prepare_timeout()),
+            config: Arc::new(config),
+            log,
+            participants: Arc::new(participants),
+            inflight: Arc::default(),
+            metrics,
+        };
+        match recovery::round(&app).await {
+            Ok(applied) => tracing::info!(?applied, "start-up recovery done"),
+            Err(error) => {
+                tracing::warn!(%error, "start-up recovery incomplete; retrying in the background")
+            }
+        }
+        let listener = TcpListener::bind(app.config.listen).await?;
+        Ok(Self { app, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.app.config.listen)
+    }
+
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Serves until `shutdown` resolves; recovery rounds run in the background meanwhile.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let rounds = tokio::spawn(recovery_loop(self.app.clone(), stop_rx));
+        tracing::info!(addr = %self.local_addr(), id = %self.app.config.id, "listening");
+        let served =
+            service_kit::http::serve(self.listener, routes::router(self.app), shutdown).await;
+        let _ = stop_tx.send(true);
+        let _ = rounds.await;
+        served
+    }
+}
+
+async fn recovery_loop(app: App, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(app.config.recovery_interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(error) = recovery::round(&app).await {
+            tracing::warn!(%error, "recovery round failed");
+            metrics::counter!(telemetry::RECOVERY_ROUNDS, "result" => "error").increment(1);
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The participants this coordinator drives: a vote endpoint and a database each.
+
+use std::{collections::HashMap, sync::Arc};
+
+use sqlx::PgPool;
+
+use crate::config::ParticipantSpec;
+
+#[derive(Debug)]
+pub struct Participant {
+    pub name: String,
+    /// `POST` target for votes.
+    pub prepare_url: String,
+    /// The participant's own database: phase two and recovery finish branches here.
+    pub pool: PgPool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Participants {
+    by_name: HashMap<String, Arc<Participant>>,
+    /// Configuration order, used for reports.
+    order: Vec<Arc<Participant>>,
+}
+
+impl Participants {
+    /// Opens a lazy pool per participant database: the coordinator starts (and recovers what it
+    /// can) even while a participant database is down.
+    pub fn connect(specs: &[ParticipantSpec], max_connections: u32) -> Result<Self, sqlx::Error> {
+        let mut participants = Self::default();
+        for spec in specs {
+            let options: sqlx::postgres::PgConnectOptions = spec.database_url.parse()?;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(std::time::Duration::from_secs(5))
+                .test_before_acquire(true)
+                .connect_lazy_with(sqlx::ConnectOptions::disable_statement_logging(options));
+            let participant = Arc::new(Participant {
+                name: spec.name.clone(),
+                prepare_url: format!("{}{}", spec.base_url, twopc::wire::routes::PREPARE),
+                pool,
+            });
+            participants
+                .by_name
+                .insert(spec.name.clone(), participant.clone());
+            participants.order.push(participant);
+        }
+        Ok(participants)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Participant>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Participant>> {
+        self.order.iter()
+    }
+}

@@ -1,0 +1,428 @@
+//! Recovery of in-doubt branches: one implementation for the coordinator's own rounds (at
+//! start-up before serving, then periodically) and for the operators' CLI.
+//!
+//! A round follows the order of reads that keeps it from racing live transactions:
+//! `P` = prepared branches per participant, `A` = transactions this process is running,
+//! `T` = unfinished commit decisions, `Q` = prepared branches again. Then
+//!
+//! | branch                                  | action                                      |
+//! |-----------------------------------------|---------------------------------------------|
+//! | decision in `T`, txid in `A`            | leave it: the live transaction finishes it  |
+//! | decision in `T`, branch in `P` and `Q`  | `COMMIT PREPARED`                           |
+//! | decision in `T`, branch in neither      | marker present: already committed; absent: **hazard**, reported, never guessed |
+//! | branch only in `Q`                      | prepared after `P` was read: next round      |
+//! | in `P` and `Q`, no decision, not in `A` | `ROLLBACK PREPARED` (presumed abort), once older than the grace age |
+//!
+//! A decision whose branches are all committed is marked finished.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use twopc::{
+    finish::{self, CommitResult, PreparedBranch, RollbackResult},
+    Gid,
+};
+use uuid::Uuid;
+
+use crate::{inflight::InFlight, log, participants::Participants, protocol, telemetry, App};
+
+/// What recovery would do (or did) with one branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Logged commit, branch prepared: commit it.
+    Commit,
+    /// No decision: roll it back (presumed abort).
+    Rollback,
+    /// Logged commit, branch already committed (marker present): only the record is open.
+    AlreadyCommitted,
+    /// Logged commit, branch neither prepared nor marked: cannot be honoured.
+    Hazard,
+    /// The transaction is running in this coordinator right now.
+    InFlight,
+    /// Younger than the grace age; a live coordinator may still be deciding it.
+    TooYoung,
+    /// Appeared between the two listings; looked at next round.
+    NextRound,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Action::Commit => "commit",
+            Action::Rollback => "rollback",
+            Action::AlreadyCommitted => "already-committed",
+            Action::Hazard => "hazard",
+            Action::InFlight => "in-flight",
+            Action::TooYoung => "too-young",
+            Action::NextRound => "next-round",
+        };
+        f.write_str(text)
+    }
+}
+
+/// What the decision log says about a branch's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogState {
+    Commit,
+    NoRecord,
+}
+
+/// One in-doubt branch and the verdict on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub gid: String,
+    #[serde(skip)]
+    pub parsed: Gid,
+    pub txid: Uuid,
+    pub participant: String,
+    /// When it was prepared; `None` for a branch that is no longer prepared.
+    pub prepared_at: Option<DateTime<Utc>>,
+    pub age_seconds: Option<f64>,
+    pub log: LogState,
+    /// Whether the branch's marker row exists (only looked up where it decides something).
+    pub marker: Option<bool>,
+    pub action: Action,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Plan {
+    pub items: Vec<Item>,
+    /// Decisions whose branches are all committed already: only the record needs finishing.
+    pub finishable: Vec<Uuid>,
+    /// Participants that could not be listed this round.
+    pub unreachable: Vec<String>,
+}
+
+/// The inputs of a round.
+pub struct Recovery<'a> {
+    /// Only gids of this coordinator; `None` for every coordinator (the CLI's default).
+    pub coordinator: Option<&'a str>,
+    pub log: &'a PgPool,
+    pub participants: &'a Participants,
+    /// The live process's running transactions; `None` outside the coordinator.
+    pub in_flight: Option<&'a InFlight>,
+    /// Branches without a decision younger than this are left alone.
+    pub grace: Duration,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Applied {
+    pub committed: usize,
+    pub rolled_back: usize,
+    pub finished_records: usize,
+    pub hazards: usize,
+    pub left: usize,
+    pub errors: Vec<String>,
+}
+
+impl Recovery<'_> {
+    fn prefix(&self) -> String {
+        match self.coordinator {
+            Some(id) => Gid::coordinator_prefix(id),
+            None => twopc::gid::GID_PREFIX.to_owned(),
+        }
+    }
+
+    async fn list_all(
+        &self,
+        unreachable: &mut Vec<String>,
+    ) -> HashMap<String, Vec<PreparedBranch>> {
+        let prefix = self.prefix();
+        let mut listed = HashMap::new();
+        for participant in self.participants.iter() {
+            match finish::list_prepared(&participant.pool, &prefix).await {
+                Ok(branches) => {
+                    listed.insert(participant.name.clone(), branches);
+                }
+                Err(error) => {
+                    tracing::warn!(participant = %participant.name, %error, "cannot list prepared branches");
+                    if !unreachable.contains(&participant.name) {
+                        unreachable.push(participant.name.clone());
+                    }
+                }
+            }
+        }
+        listed
+    }
+
+    /// Reads P, A, T, Q and decides what to do with every branch. Changes nothing.
+    pub async fn plan(&self) -> Result<Plan, sqlx::Error> {
+        let mut plan = Plan::default();
+        let p = self.list_all(&mut plan.unreachable).await;
+        let a: HashSet<Uuid> = self.in_flight.map(InFlight::snapshot).unwrap_or_default();
+        let t = match self.coordinator {
+            Some(id) => log::unfinished(self.log, id).await?,
+            None => log::unfinished_all(self.log).await?,
+        };
+        let q = self.list_all(&mut plan.unreachable).await;
+        let now = Utc::now();
+
+        let gids_of =
+            |listing: &HashMap<String, Vec<PreparedBranch>>| -> HashMap<String, DateTime<Utc>> {
+                listing
+                    .values()
+                    .flatten()
+                    .map(|b| (b.gid.to_string(), b.prepared_at))
+                    .collect()
+            };
+        let in_p = gids_of(&p);
+        let in_q = gids_of(&q);
+
+        // Decided transactions.
+        for decision in t.values() {
+            let mut all_committed = true;
+            for participant in &decision.participants {
+                let Ok(gid) = Gid::new(&decision.coordinator, decision.txid, participant) else {
+                    continue;
+                };
+                let text = gid.to_string();
+                let prepared_at = in_q.get(&text).copied();
+                let (action, marker) = if a.contains(&decision.txid) {
+                    (Action::InFlight, None)
+                } else if plan.unreachable.contains(participant) {
+                    (Action::NextRound, None)
+                } else if in_p.contains_key(&text) && in_q.contains_key(&text) {
+                    (Action::Commit, None)
+                } else if !in_p.contains_key(&text) && !in_q.contains_key(&text) {
+                    let Some(target) = self.participants.get(participant) else {
+                        plan.unreachable.push(participant.clone());
+                        all_committed = false;
+                        continue;
+                    };
+                    let marker = finish::marker_exists(&target.pool, &gid).await?;
+                    if marker {
+                        (Action::AlreadyCommitted, Some(true))
+                    } else {
+                        (Action::Hazard, Some(false))
+                    }
+                } else {
+                    (Action::NextRound, None)
+                };
+                all_committed &= action == Action::AlreadyCommitted;
+                if action != Action::AlreadyCommitted {
+                    plan.items.push(Item {
+                        gid: text,
+                        parsed: gid.clone(),
+                        txid: decision.txid,
+                        participant: participant.clone(),
+                        prepared_at,
+                        age_seconds: prepared_at.map(|at| age(now, at)),
+                        log: LogState::Commit,
+                        marker,
+                        action,
+                    });
+                }
+            }
+            if all_committed && !a.contains(&decision.txid) {
+                plan.finishable.push(decision.txid);
+            }
+        }
+
+        // Undecided branches: presumed abort.
+        for branch in q.values().flatten() {
+            let txid = branch.gid.txid();
+            if t.contains_key(&txid) {
+                continue;
+            }
+            let text = branch.gid.to_string();
+            let action = if a.contains(&txid) {
+                Action::InFlight
+            } else if !in_p.contains_key(&text) {
+                Action::NextRound
+            } else if now - branch.prepared_at
+                < chrono::Duration::from_std(self.grace).unwrap_or(chrono::Duration::MAX)
+            {
+                Action::TooYoung
+            } else {
+                Action::Rollback
+            };
+            plan.items.push(Item {
+                gid: text,
+                parsed: branch.gid.clone(),
+                txid,
+                participant: branch.gid.participant().to_owned(),
+                prepared_at: Some(branch.prepared_at),
+                age_seconds: Some(age(now, branch.prepared_at)),
+                log: LogState::NoRecord,
+                marker: None,
+                action,
+            });
+        }
+        plan.items.sort_by(|x, y| x.gid.cmp(&y.gid));
+        Ok(plan)
+    }
+
+    /// Carries a plan out. Errors on single branches are collected, not fatal: the next round
+    /// tries again.
+    pub async fn apply(&self, plan: &Plan) -> Applied {
+        let mut applied = Applied::default();
+        let mut blocked: HashSet<Uuid> = HashSet::new();
+        for item in &plan.items {
+            let Some(participant) = self.participants.get(&item.participant) else {
+                applied.left += 1;
+                continue;
+            };
+            match item.action {
+                Action::Commit => {
+                    match finish::commit_prepared(&participant.pool, &item.parsed).await {
+                        Ok(CommitResult::Committed | CommitResult::AlreadyCommitted) => {
+                            applied.committed += 1;
+                            count_action("commit");
+                            tracing::info!(gid = %item.gid, "recovery committed branch");
+                        }
+                        Ok(CommitResult::Lost) => {
+                            applied.hazards += 1;
+                            blocked.insert(item.txid);
+                            hazard(self.log, &item.parsed).await;
+                        }
+                        Ok(CommitResult::Busy) => {
+                            applied.left += 1;
+                            blocked.insert(item.txid);
+                        }
+                        Err(error) => {
+                            blocked.insert(item.txid);
+                            applied.errors.push(format!("{}: {error}", item.gid));
+                        }
+                    }
+                }
+                Action::Rollback => {
+                    match finish::rollback_prepared(&participant.pool, &item.parsed).await {
+                        Ok(RollbackResult::RolledBack | RollbackResult::NotPrepared) => {
+                            applied.rolled_back += 1;
+                            count_action("rollback");
+                            tracing::info!(gid = %item.gid, "recovery rolled back branch (presumed abort)");
+                        }
+                        Ok(RollbackResult::WasCommitted) => {
+                            tracing::info!(gid = %item.gid, "branch committed meanwhile; nothing to undo");
+                        }
+                        Ok(RollbackResult::Busy) => applied.left += 1,
+                        Err(error) => applied.errors.push(format!("{}: {error}", item.gid)),
+                    }
+                }
+                Action::Hazard => {
+                    applied.hazards += 1;
+                    blocked.insert(item.txid);
+                    hazard(self.log, &item.parsed).await;
+                }
+                Action::AlreadyCommitted => {}
+                Action::InFlight | Action::TooYoung | Action::NextRound => {
+                    applied.left += 1;
+                    blocked.insert(item.txid);
+                }
+            }
+        }
+        // A decision is finished once none of its branches is left open.
+        let mut finish: Vec<Uuid> = plan.finishable.clone();
+        for item in &plan.items {
+            if item.log == LogState::Commit
+                && !blocked.contains(&item.txid)
+                && !finish.contains(&item.txid)
+            {
+                finish.push(item.txid);
+            }
+        }
+        if !finish.is_empty() {
+            match log::mark_finished(self.log, &finish).await {
+                Ok(()) => {
+                    applied.finished_records += finish.len();
+                    metrics::counter!(telemetry::RECOVERY_ACTIONS, "action" => "finish")
+                        .increment(finish.len() as u64);
+                }
+                Err(error) => applied.errors.push(format!("finishing records: {error}")),
+            }
+        }
+        applied
+    }
+}
+
+fn age(now: DateTime<Utc>, at: DateTime<Utc>) -> f64 {
+    (now - at).num_milliseconds().max(0) as f64 / 1000.0
+}
+
+fn count_action(action: &'static str) {
+    metrics::counter!(telemetry::RECOVERY_ACTIONS, "action" => action).increment(1);
+}
+
+async fn hazard(log: &PgPool, gid: &Gid) {
+    tracing::error!(%gid, "HAZARD: a logged commit's branch is neither prepared nor committed");
+    metrics::counter!(telemetry::HAZARDS).increment(1);
+    count_action("hazard");
+    if let Err(error) = log::record_hazard(log, gid).await {
+        tracing::error!(%gid, %error, "could not record hazard");
+    }
+}
+
+/// Phase two met a branch that contradicts the decision.
+pub async fn report_hazard(app: &App, gid: &Gid, decision: protocol::Decision) {
+    match decision {
+        protocol::Decision::Commit => hazard(app.log.pool(), gid).await,
+        protocol::Decision::Abort => {
+            tracing::error!(%gid, "branch of an aborted transaction was found committed");
+            metrics::counter!(telemetry::HAZARDS).increment(1);
+        }
+    }
+}
+
+/// Runs one round for the live coordinator, unless the operators' CLI holds the recovery lock.
+pub async fn round(app: &App) -> Result<Option<Applied>, sqlx::Error> {
+    let mut guard = app.log.pool().begin().await?;
+    if !try_lock(&mut guard).await? {
+        metrics::counter!(telemetry::RECOVERY_ROUNDS, "result" => "skipped").increment(1);
+        return Ok(None);
+    }
+    let recovery = Recovery {
+        coordinator: Some(&app.config.id),
+        log: app.log.pool(),
+        participants: &app.participants,
+        in_flight: Some(&app.inflight),
+        grace: Duration::ZERO,
+    };
+    let plan = recovery.plan().await?;
+    publish_gauges(&plan, &app.participants);
+    let applied = recovery.apply(&plan).await;
+    guard.rollback().await?;
+    let result = if applied.errors.is_empty() {
+        "ok"
+    } else {
+        "error"
+    };
+    metrics::counter!(telemetry::RECOVERY_ROUNDS, "result" => result).increment(1);
+    if applied.committed + applied.rolled_back + applied.hazards > 0 {
+        tracing::info!(?applied, "recovery round");
+    }
+    Ok(Some(applied))
+}
+
+/// The recovery lock: a transaction-level advisory lock, so it is released with the
+/// transaction even if its holder is cancelled or dies.
+pub async fn try_lock(tx: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext('wdm-recovery'), 0)")
+        .fetch_one(tx)
+        .await
+}
+
+fn publish_gauges(plan: &Plan, participants: &Participants) {
+    for participant in participants.iter() {
+        let count = plan
+            .items
+            .iter()
+            .filter(|i| i.participant == participant.name && i.prepared_at.is_some())
+            .count();
+        metrics::gauge!(telemetry::IN_DOUBT, "participant" => participant.name.clone())
+            .set(count as f64);
+    }
+    let oldest = plan
+        .items
+        .iter()
+        .filter_map(|i| i.age_seconds)
+        .fold(0.0_f64, f64::max);
+    metrics::gauge!(telemetry::IN_DOUBT_OLDEST).set(oldest);
+}

@@ -1,0 +1,23 @@
+//! Metric names of the coordinator (labels stay bounded: outcome, phase, participant, action).
+
+/// Transactions finished, by `outcome` (committed / aborted) and `reason` code.
+pub const TRANSACTIONS: &str = "twopc_transactions_total";
+/// Duration of protocol steps in seconds, by `phase` (prepare / decision / phase_two) and
+/// `participant` (`log` for the decision write).
+pub const PHASE_DURATION: &str = "twopc_phase_duration_seconds";
+/// Votes received, by `participant` and `vote` (yes / no / error).
+pub const VOTES: &str = "twopc_coordinator_votes_total";
+/// Decisions per forced log write (group commit).
+pub const DECISION_BATCH: &str = "twopc_decision_batch_size";
+/// Recovery actions, by `action` (commit / rollback / finish / already_committed / hazard).
+pub const RECOVERY_ACTIONS: &str = "twopc_recovery_actions_total";
+/// Hazards detected (a logged commit whose branch is gone without a marker).
+pub const HAZARDS: &str = "twopc_hazards_total";
+/// Prepared branches of this coordinator seen by the last recovery round, by `participant`.
+pub const IN_DOUBT: &str = "twopc_in_doubt_branches";
+/// Age in seconds of the oldest prepared branch seen by the last recovery round.
+pub const IN_DOUBT_OLDEST: &str = "twopc_in_doubt_oldest_age_seconds";
+/// Transactions currently being run by this process.
+pub const IN_FLIGHT: &str = "twopc_in_flight_transactions";
+/// Recovery rounds, by `result` (ok / error / skipped).
+pub const RECOVERY_ROUNDS: &str = "twopc_recovery_rounds_total";

@@ -1,0 +1,89 @@
+//! The order service: the public `/orders` API.
+//!
+//! Orders live in the order database. `addItem` asks the stock service (over the internal
+//! network, never the gateway) for the item's price. `checkout` hands one global transaction to
+//! the coordinator with three branches, in the system's global lock order:
+//!
+//! 1. `order` (this service's own `/_2pc/prepare`): marks the order paid, if it is still unpaid
+//!    and unchanged since it was priced;
+//! 2. `payment`: charges the user;
+//! 3. `stock`: takes every item (quantities of one item summed).
+//!
+//! The order is paid if and only if the transaction committed, so `paid` is the truth about a
+//! checkout even when a crash cut its reply.
+
+pub mod checkout;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod prepare;
+pub mod routes;
+pub mod telemetry;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::{migrate::Migrator, PgPool};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+pub static MIGRATIONS: Migrator = sqlx::migrate!("../migrations/order");
+
+/// Shared state of the running service.
+#[derive(Clone)]
+pub struct State {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+    pub metrics: PrometheusHandle,
+}
+
+pub struct App {
+    state: State,
+    listener: TcpListener,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let metrics = service_kit::telemetry::init_metrics();
+        let pool = service_kit::db::connect(
+            &config.database_url,
+            config.db_max_connections,
+            Some(&MIGRATIONS),
+        )
+        .await?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let state = State {
+            // Checkouts wait for the coordinator's whole protocol; the bound is generous on
+            // purpose and the coordinator's own timeouts end a stuck transaction first.
+            http: service_kit::http::client(Duration::from_millis(config.coordinator_timeout_ms)),
+            config: Arc::new(config),
+            pool,
+            metrics,
+        };
+        Ok(Self { state, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.state.config.listen)
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let gc = tokio::spawn(prepare::collect_markers(self.state.pool.clone()));
+        tracing::info!(addr = %self.local_addr(), "listening");
+        let served =
+            service_kit::http::serve(self.listener, routes::router(self.state), shutdown).await;
+        gc.abort();
+        served
+    }
+}

@@ -1,0 +1,104 @@
+//! The order's own branch of a checkout: `POST /_2pc/prepare` with `{order_id, version}`.
+//!
+//! It is the first branch prepared, so the order row is the first lock a checkout takes: a
+//! second checkout of the same order waits here until the first is decided, then finds the
+//! order paid (and answers 200 without charging) or unpaid (and runs).
+
+use std::time::Duration;
+
+use axum::{extract::State as AxumState, http::StatusCode, Json};
+use serde::{Deserialize, Serialize};
+use twopc::{
+    branch::{self, Branch},
+    wire::{PrepareRequest, Refusal, Vote},
+    Gid,
+};
+
+use crate::{db, error::Error, telemetry, State};
+
+/// The work of the order branch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderWork {
+    pub order_id: String,
+    /// The order's version when it was priced; a concurrent addItem makes the branch vote no.
+    pub version: i64,
+}
+
+/// The participant name of the order branch.
+pub const PARTICIPANT: &str = "order";
+/// Refusal code for an order that is paid already.
+pub const ALREADY_PAID: &str = "already_paid";
+
+pub async fn prepare(
+    AxumState(state): AxumState<State>,
+    Json(request): Json<PrepareRequest>,
+) -> Result<Json<Vote>, (StatusCode, String)> {
+    let bad = |message: String| (StatusCode::BAD_REQUEST, message);
+    let gid = Gid::parse(&request.gid).map_err(|e| bad(e.to_string()))?;
+    let work: OrderWork =
+        serde_json::from_value(request.work).map_err(|e| bad(format!("order work: {e}")))?;
+    let lock_timeout = Duration::from_millis(request.lock_timeout_ms);
+    let vote = match vote(&state, &gid, &work, lock_timeout).await {
+        Ok(vote) => vote,
+        Err(error) => match branch::timeout_refusal(&error) {
+            Some(refusal) => Vote::No(refusal),
+            None => {
+                let error = Error::from(error);
+                tracing::error!(%gid, %error, "order branch failed");
+                return Err((StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()));
+            }
+        },
+    };
+    let label = if vote == Vote::Yes { "yes" } else { "no" };
+    metrics::counter!(telemetry::VOTES, "participant" => PARTICIPANT, "vote" => label).increment(1);
+    Ok(Json(vote))
+}
+
+async fn vote(
+    state: &State,
+    gid: &Gid,
+    work: &OrderWork,
+    lock_timeout: Duration,
+) -> Result<Vote, sqlx::Error> {
+    let Some(mut branch) = Branch::begin(&state.pool, gid, lock_timeout).await? else {
+        return Ok(Vote::Yes);
+    };
+    match db::mark_paid(branch.tx(), &work.order_id, work.version).await? {
+        Ok(()) => branch.prepare().await,
+        Err(db::Unchanged::Unknown) => {
+            branch
+                .refuse(Refusal::business(
+                    "unknown_order",
+                    format!("order {:?} not found", work.order_id),
+                ))
+                .await
+        }
+        Err(db::Unchanged::Paid) => {
+            branch
+                .refuse(Refusal::business(ALREADY_PAID, "order is already paid"))
+                .await
+        }
+        Err(db::Unchanged::Changed) => {
+            branch
+                .refuse(Refusal::transient(
+                    "order_changed",
+                    "items were added to the order during checkout, try again",
+                ))
+                .await
+        }
+    }
+}
+
+/// Deletes old markers now and then (they only matter while a decision is unfinished).
+pub async fn collect_markers(pool: sqlx::PgPool) {
+    const RETENTION: Duration = Duration::from_secs(24 * 3600);
+    let mut ticker = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        ticker.tick().await;
+        match twopc::finish::gc_markers(&pool, RETENTION).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "old two-phase-commit markers removed"),
+            Err(error) => tracing::warn!(%error, "marker clean-up failed"),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The HAProxy gateway: its configuration, rendered from `haproxy/gateway.cfg.tmpl` (where the
+//! design is explained) and the backend addresses, and the command that runs it in the
+//! foreground under the supervisor.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Error, IoContext, Result};
+use crate::postgres::run;
+use crate::supervisor::CommandSpec;
+
+/// The repository's gateway template, built into the launcher so the binary runs anywhere.
+pub const TEMPLATE: &str = include_str!("../../haproxy/gateway.cfg.tmpl");
+
+/// The HAProxy executable, looked up on `PATH` when it runs.
+pub const BINARY: &str = "haproxy";
+
+/// The addresses the gateway binds and forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// The public frontend.
+    pub gateway: SocketAddr,
+    /// Internal frontends, one per service.
+    pub stock_internal: SocketAddr,
+    pub payment_internal: SocketAddr,
+    pub order_internal: SocketAddr,
+    /// The instances of each service.
+    pub order: Vec<SocketAddr>,
+    pub stock: Vec<SocketAddr>,
+    pub payment: Vec<SocketAddr>,
+}
+
+impl GatewayConfig {
+    /// Renders `template` (normally [`TEMPLATE`]) for these addresses.
+    pub fn render(&self, template: &str) -> Result<String> {
+        let mut values = BTreeMap::new();
+        values.insert("gateway_bind", self.gateway.to_string());
+        values.insert("stock_internal_bind", self.stock_internal.to_string());
+        values.insert("payment_internal_bind", self.payment_internal.to_string());
+        values.insert("order_internal_bind", self.order_internal.to_string());
+        for (backend, servers, primary, tracking) in [
+            (
+                "order",
+                &self.order,
+                "order_servers",
+                "order_tracking_servers",
+            ),
+            (
+                "stock",
+                &self.stock,
+                "stock_servers",
+                "stock_tracking_servers",
+            ),
+            (
+                "payment",
+                &self.payment,
+                "payment_servers",
+                "payment_tracking_servers",
+            ),
+        ] {
+            values.insert(primary, server_lines(backend, servers, |_| "check".into()));
+            values.insert(
+                tracking,
+                server_lines(backend, servers, |name| format!("track {backend}/{name}")),
+            );
+        }
+        render_template(template, &values)
+    }
+
+    /// Renders [`TEMPLATE`] into `path`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = self.render(TEMPLATE)?;
+        std::fs::write(path, text).context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// `    server <backend>-<i> <addr> <options>` for each address, numbered from 1.
+fn server_lines(backend: &str, servers: &[SocketAddr], options: impl Fn(&str) -> String) -> String {
+    let mut lines = String::new();
+    for (index, address) in servers.iter().enumerate() {
+        let name = format!("{backend}-{}", index + 1);
+        // Writing to a String cannot fail.
+        let _ = writeln!(lines, "    server {name} {address} {}", options(&name));
+    }
+    lines.trim_end().to_owned()
+}
+
+/// Replaces every `{{name}}` in `template` with `values[name]`; a placeholder without a value,
+/// or a value no placeholder uses, is an error (both mean template and code disagree).
+pub fn render_template(template: &str, values: &BTreeMap<&str, String>) -> Result<String> {
+    let mut output = String::with_capacity(template.len());
+    let mut used = std::collections::BTreeSet::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        output.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| Error::Config("unterminated {{ in the haproxy template".into()))?;
+        let key = after[..end].trim();
+        let value = values
+            .get(key)
+            .ok_or_else(|| Error::Config(format!("no value for {{{{{key}}}}} in the template")))?;
+        output.push_str(value);
+        used.insert(key);
+        rest = &after[end + 2..];
+    }
+    output.push_str(rest);
+    if let Some(unused) = values.keys().find(|key| !used.contains(*key)) {
+        return Err(Error::Config(format!(
+            "the haproxy template has no {{{{{unused}}}}} placeholder"
+        )));
+    }
+    Ok(output)
+}
+
+/// Checks a configuration file with `haproxy -c`.
+pub fn validate(config: &Path) -> Result<()> {
+    let mut command = Command::new(BINARY);
+    command.arg("-c").arg("-f").arg(config);
+    run(command).map(|_| ())
+}
+
+/// HAProxy in the foreground (`-db`) on `config`, for the supervisor.
+pub fn command_spec(config: &Path) -> CommandSpec {
+    CommandSpec::new(BINARY).arg("-f").arg(config).arg("-db")
+}
+
+/// The full path of the HAProxy binary, if installed.
+pub fn find_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(BINARY))
+        .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, String> {
+        pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn placeholders_are_replaced_by_their_values() {
+        let text = render_template("a {{x}} b {{ y }}", &values(&[("x", "1"), ("y", "2")]));
+        assert_eq!(text.unwrap(), "a 1 b 2");
+    }
+
+    #[test]
+    fn a_placeholder_without_value_is_an_error() {
+        assert!(render_template("{{x}}", &values(&[])).is_err());
+    }
+
+    #[test]
+    fn a_value_without_placeholder_is_an_error() {
+        assert!(render_template("text", &values(&[("x", "1")])).is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! The launcher: runs the checkout system on one machine, like `docker compose` with
+//! `restart: always`, but for plain processes.
+//!
+//! `scripts/up` runs its binary (`wdm-launcher up`); the system tests and benchmarks use the
+//! library to start private copies of the system and to kill, stop and restart its processes
+//! while load runs. Pieces:
+//! - [`supervisor`]: named children in their own process groups, restarted when they exit;
+//! - [`postgres`]: a PostgreSQL instance in a directory (initdb, settings, the postmaster);
+//! - [`haproxy`]: the gateway's configuration and process;
+//! - [`system`]: all of it wired together, with readiness checks;
+//! - [`cli`]: the `wdm-launcher` commands.
+
+pub mod cli;
+pub mod error;
+pub mod haproxy;
+pub mod ports;
+pub mod postgres;
+pub mod scratch;
+pub mod supervisor;
+pub mod system;
+pub mod unix;
+
+pub use error::{Error, Result};
+pub use scratch::ScratchDir;
+pub use supervisor::{CommandSpec, Supervisor};
+pub use system::{Instances, Ports, Service, System, SystemConfig};
+pub use unix::Signal;

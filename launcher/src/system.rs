@@ -1,0 +1,530 @@
+//! The whole checkout system on this machine: four PostgreSQL instances, two instances of
+//! each service, one coordinator and the HAProxy gateway, all supervised.
+//!
+//! `scripts/up` starts it on fixed ports ([`SystemConfig::fixed`]); system tests and
+//! benchmarks start private copies on free ports ([`System::start_temporary`]) and use
+//! [`System::kill`], [`System::stop`] and [`System::start`] to inject faults.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, IoContext, Result};
+use crate::haproxy::{self, GatewayConfig};
+use crate::ports;
+use crate::postgres::PostgresInstance;
+use crate::scratch::ScratchDir;
+use crate::supervisor::{CommandSpec, Supervisor};
+
+/// Overrides where the service binaries are looked up (tests: `target/debug`).
+pub const BIN_DIR_VAR: &str = "WDM_BIN_DIR";
+/// The process name of the gateway.
+pub const HAPROXY: &str = "haproxy";
+/// The coordinator's id in its decision log.
+pub const COORDINATOR_ID: &str = "c1";
+/// Probes that answer through the gateway once each prefix has a live backend: an unknown id
+/// is a 4xx from the service, while HAProxy itself answers 503 when no server is up.
+const GATEWAY_PROBES: [&str; 3] = [
+    "/orders/find/launcher-probe",
+    "/stock/find/launcher-probe",
+    "/payment/find_user/launcher-probe",
+];
+
+/// The four services; each also names its database and its PostgreSQL instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    Order,
+    Stock,
+    Payment,
+    Coordinator,
+}
+
+impl Service {
+    /// All services, in start-up order of their databases.
+    pub const ALL: [Service; 4] = [
+        Service::Order,
+        Service::Stock,
+        Service::Payment,
+        Service::Coordinator,
+    ];
+
+    /// `order`, `stock`, `payment`, `coordinator`: also the database name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Order => "order",
+            Service::Stock => "stock",
+            Service::Payment => "payment",
+            Service::Coordinator => "coordinator",
+        }
+    }
+
+    /// The executable's file name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Service::Order => "wdm-order",
+            Service::Stock => "wdm-stock",
+            Service::Payment => "wdm-payment",
+            Service::Coordinator => "wdm-coordinator",
+        }
+    }
+
+    /// The supervised name of this service's PostgreSQL instance (`pg-order`, ...).
+    pub fn postgres_process(self) -> String {
+        format!("pg-{}", self.name())
+    }
+
+    /// The supervised name of instance `index` (from 1) of this service (`order-1`, ...).
+    pub fn instance_process(self, index: usize) -> String {
+        match self {
+            Service::Coordinator => "coordinator".to_owned(),
+            _ => format!("{}-{index}", self.name()),
+        }
+    }
+}
+
+/// How many instances of each balanced service run (one coordinator, always).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instances {
+    pub order: usize,
+    pub stock: usize,
+    pub payment: usize,
+}
+
+impl Default for Instances {
+    fn default() -> Self {
+        Instances {
+            order: 2,
+            stock: 2,
+            payment: 2,
+        }
+    }
+}
+
+/// Every port the system listens on (all on 127.0.0.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports {
+    pub gateway: u16,
+    pub stock_internal: u16,
+    pub payment_internal: u16,
+    pub order_internal: u16,
+    /// One per instance.
+    pub order: Vec<u16>,
+    pub stock: Vec<u16>,
+    pub payment: Vec<u16>,
+    pub coordinator: u16,
+    /// PostgreSQL instances, in [`Service::ALL`] order.
+    pub postgres: [u16; 4],
+}
+
+impl Ports {
+    /// The ports `scripts/up` uses (documented in the README).
+    pub fn fixed(instances: Instances) -> Self {
+        let range = |base: u16, n: usize| (1..).map(|i| base + i).take(n).collect();
+        Ports {
+            gateway: 8000,
+            stock_internal: 8010,
+            payment_internal: 8011,
+            order_internal: 8012,
+            order: range(8100, instances.order),
+            stock: range(8200, instances.stock),
+            payment: range(8300, instances.payment),
+            coordinator: 8401,
+            postgres: [5501, 5502, 5503, 5504],
+        }
+    }
+
+    /// Ports nobody uses now, for a private copy of the system.
+    pub fn free(instances: Instances) -> Result<Self> {
+        let next = ports::free_port;
+        Ok(Ports {
+            gateway: next()?,
+            stock_internal: next()?,
+            payment_internal: next()?,
+            order_internal: next()?,
+            order: ports::free_ports(instances.order)?,
+            stock: ports::free_ports(instances.stock)?,
+            payment: ports::free_ports(instances.payment)?,
+            coordinator: next()?,
+            postgres: [next()?, next()?, next()?, next()?],
+        })
+    }
+
+    /// The port of `service`'s PostgreSQL instance.
+    pub fn postgres(&self, service: Service) -> u16 {
+        match service {
+            Service::Order => self.postgres[0],
+            Service::Stock => self.postgres[1],
+            Service::Payment => self.postgres[2],
+            Service::Coordinator => self.postgres[3],
+        }
+    }
+
+    /// The ports of `service`'s instances.
+    pub fn instances(&self, service: Service) -> Vec<u16> {
+        match service {
+            Service::Order => self.order.clone(),
+            Service::Stock => self.stock.clone(),
+            Service::Payment => self.payment.clone(),
+            Service::Coordinator => vec![self.coordinator],
+        }
+    }
+
+    /// The port of `service`'s internal frontend (the coordinator has none: its own port).
+    pub fn internal(&self, service: Service) -> u16 {
+        match service {
+            Service::Order => self.order_internal,
+            Service::Stock => self.stock_internal,
+            Service::Payment => self.payment_internal,
+            Service::Coordinator => self.coordinator,
+        }
+    }
+}
+
+/// What [`System::start`] needs.
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    /// Data, logs and rendered configuration go here (`.data/` for `scripts/up`).
+    pub base_dir: PathBuf,
+    /// Where `wdm-order`, `wdm-stock`, `wdm-payment` and `wdm-coordinator` are.
+    pub bin_dir: PathBuf,
+    pub ports: Ports,
+    /// How long start-up may take before it is declared failed.
+    pub ready_timeout: Duration,
+}
+
+impl SystemConfig {
+    /// The `scripts/up` system: fixed ports, two instances of each service.
+    pub fn fixed(base_dir: impl Into<PathBuf>, bin_dir: impl Into<PathBuf>) -> Self {
+        SystemConfig {
+            base_dir: base_dir.into(),
+            bin_dir: bin_dir.into(),
+            ports: Ports::fixed(Instances::default()),
+            ready_timeout: Duration::from_secs(90),
+        }
+    }
+
+    /// A private system on free ports.
+    pub fn with_free_ports(
+        base_dir: impl Into<PathBuf>,
+        bin_dir: impl Into<PathBuf>,
+        instances: Instances,
+    ) -> Result<Self> {
+        Ok(SystemConfig {
+            ports: Ports::free(instances)?,
+            ..SystemConfig::fixed(base_dir, bin_dir)
+        })
+    }
+
+    /// Where tests find the service binaries: `$WDM_BIN_DIR`, else the cargo profile
+    /// directory the running test binary was built in (`target/debug/deps/..` -> `target/debug`).
+    pub fn default_bin_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os(BIN_DIR_VAR) {
+            return PathBuf::from(dir);
+        }
+        let exe = std::env::current_exe().unwrap_or_default();
+        let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        dir
+    }
+
+    fn logs_dir(&self) -> PathBuf {
+        self.base_dir.join("logs")
+    }
+}
+
+/// The running system. Dropping it stops every process (and removes a temporary base dir).
+pub struct System {
+    config: SystemConfig,
+    supervisor: Supervisor,
+    postgres: BTreeMap<Service, PostgresInstance>,
+    /// Direct URL of every service instance, by process name.
+    instance_urls: BTreeMap<String, String>,
+    /// Declared after the supervisor: removed only once every process is gone.
+    _scratch: Option<ScratchDir>,
+}
+
+impl System {
+    /// Starts everything and returns once the gateway answers on every prefix.
+    pub async fn start(config: SystemConfig) -> Result<System> {
+        let system = System::prepare(config, None)?;
+        system.bring_up().await?;
+        Ok(system)
+    }
+
+    /// A private system in a temporary directory, on free ports, with the binaries of
+    /// [`SystemConfig::default_bin_dir`]: what system tests and benchmarks use.
+    pub async fn start_temporary(instances: Instances) -> Result<System> {
+        let scratch = ScratchDir::new("system")?;
+        let config = SystemConfig::with_free_ports(
+            scratch.path(),
+            SystemConfig::default_bin_dir(),
+            instances,
+        )?;
+        let system = System::prepare(config, Some(scratch))?;
+        system.bring_up().await?;
+        Ok(system)
+    }
+
+    fn prepare(config: SystemConfig, scratch: Option<ScratchDir>) -> Result<System> {
+        for service in Service::ALL {
+            let binary = config.bin_dir.join(service.binary());
+            if !binary.is_file() {
+                return Err(Error::MissingBinary {
+                    name: service.binary().to_owned(),
+                    dir: config.bin_dir.clone(),
+                    hint: if config.bin_dir.ends_with("release") {
+                        "cargo build --release"
+                    } else {
+                        "cargo build --workspace --bins"
+                    },
+                });
+            }
+        }
+        if haproxy::find_binary().is_none() {
+            return Err(Error::MissingBinary {
+                name: haproxy::BINARY.to_owned(),
+                dir: PathBuf::from("PATH"),
+                hint: "apt-get install -y haproxy (scripts/up does it)",
+            });
+        }
+        let supervisor = Supervisor::new(config.logs_dir())?;
+        let postgres = Service::ALL
+            .into_iter()
+            .map(|service| {
+                let dir = config.base_dir.join("pg").join(service.name());
+                Ok((
+                    service,
+                    PostgresInstance::new(dir, config.ports.postgres(service))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let mut instance_urls = BTreeMap::new();
+        for service in Service::ALL {
+            for (index, port) in config.ports.instances(service).into_iter().enumerate() {
+                instance_urls.insert(service.instance_process(index + 1), local_url(port));
+            }
+        }
+        Ok(System {
+            config,
+            supervisor,
+            postgres,
+            instance_urls,
+            _scratch: scratch,
+        })
+    }
+
+    async fn bring_up(&self) -> Result<()> {
+        let deadline = Instant::now() + self.config.ready_timeout;
+        self.start_databases(deadline).await?;
+        self.start_services()?;
+        self.start_gateway()?;
+        self.wait_ready(deadline).await
+    }
+
+    async fn start_databases(&self, deadline: Instant) -> Result<()> {
+        // initdb takes seconds; the four run in parallel.
+        let mut inits = tokio::task::JoinSet::new();
+        for instance in self.postgres.values() {
+            let instance = instance.clone();
+            inits.spawn_blocking(move || instance.init());
+        }
+        while let Some(result) = inits.join_next().await {
+            result.map_err(|error| Error::Config(format!("initdb task failed: {error}")))??;
+        }
+        for (service, instance) in &self.postgres {
+            self.supervisor
+                .spawn(&service.postgres_process(), instance.command_spec())?;
+        }
+        for (service, instance) in &self.postgres {
+            instance
+                .wait_ready(deadline.saturating_duration_since(Instant::now()))
+                .await?;
+            instance.create_database(service.name()).await?;
+        }
+        Ok(())
+    }
+
+    fn start_services(&self) -> Result<()> {
+        for service in [Service::Stock, Service::Payment, Service::Order] {
+            for (index, port) in self.config.ports.instances(service).into_iter().enumerate() {
+                let mut spec = self
+                    .service_command(service, port)
+                    .arg("--database-url")
+                    .arg(self.database_url(service));
+                if service == Service::Order {
+                    spec = spec
+                        .arg("--stock-url")
+                        .arg(self.internal_url(Service::Stock))
+                        .arg("--coordinator-url")
+                        .arg(self.internal_url(Service::Coordinator));
+                }
+                self.supervisor
+                    .spawn(&service.instance_process(index + 1), spec)?;
+            }
+        }
+        let mut coordinator = self
+            .service_command(Service::Coordinator, self.config.ports.coordinator)
+            .arg("--database-url")
+            .arg(self.database_url(Service::Coordinator))
+            .arg("--id")
+            .arg(COORDINATOR_ID);
+        for participant in [Service::Order, Service::Payment, Service::Stock] {
+            coordinator = coordinator.arg("--participant").arg(format!(
+                "{},{},{}",
+                participant.name(),
+                self.internal_url(participant),
+                self.database_url(participant)
+            ));
+        }
+        self.supervisor
+            .spawn(&Service::Coordinator.instance_process(1), coordinator)?;
+        Ok(())
+    }
+
+    fn service_command(&self, service: Service, port: u16) -> CommandSpec {
+        CommandSpec::new(self.config.bin_dir.join(service.binary()))
+            .arg("--listen")
+            .arg(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).to_string())
+    }
+
+    fn start_gateway(&self) -> Result<()> {
+        let ports = &self.config.ports;
+        let addresses = |ports: &[u16]| ports.iter().map(|port| loopback(*port)).collect();
+        let gateway = GatewayConfig {
+            gateway: loopback(ports.gateway),
+            stock_internal: loopback(ports.stock_internal),
+            payment_internal: loopback(ports.payment_internal),
+            order_internal: loopback(ports.order_internal),
+            order: addresses(&ports.order),
+            stock: addresses(&ports.stock),
+            payment: addresses(&ports.payment),
+        };
+        let dir = self.config.base_dir.join("haproxy");
+        std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("gateway.cfg");
+        gateway.write(&path)?;
+        haproxy::validate(&path)?;
+        self.supervisor
+            .spawn(HAPROXY, haproxy::command_spec(&path))?;
+        Ok(())
+    }
+
+    /// Waits until every instance reports healthy, every internal frontend forwards, and the
+    /// gateway answers on every prefix.
+    async fn wait_ready(&self, deadline: Instant) -> Result<()> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|error| Error::Config(format!("building an HTTP client: {error}")))?;
+        let mut checks: Vec<(String, bool)> = Vec::new();
+        for url in self.instance_urls.values() {
+            checks.push((format!("{url}/health"), true));
+        }
+        for service in [Service::Stock, Service::Payment, Service::Order] {
+            checks.push((format!("{}/health", self.internal_url(service)), true));
+        }
+        for probe in GATEWAY_PROBES {
+            checks.push((format!("{}{probe}", self.gateway_url()), false));
+        }
+        for (url, must_be_ok) in checks {
+            loop {
+                let answered = match client.get(&url).send().await {
+                    Ok(response) if must_be_ok => response.status().is_success(),
+                    // A service's own answer, whatever it is, proves the route works; 502-504
+                    // come from HAProxy when no backend is up.
+                    Ok(response) => !matches!(response.status().as_u16(), 502..=504),
+                    Err(_) => false,
+                };
+                if answered {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout {
+                        what: format!(
+                            "{url} to answer (logs in {})",
+                            self.supervisor.logs_dir().display()
+                        ),
+                        seconds: self.config.ready_timeout.as_secs(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The public gateway, e.g. `http://127.0.0.1:8000`.
+    pub fn gateway_url(&self) -> String {
+        local_url(self.config.ports.gateway)
+    }
+
+    /// The internal frontend of `service` (for the coordinator: the coordinator itself).
+    pub fn internal_url(&self, service: Service) -> String {
+        local_url(self.config.ports.internal(service))
+    }
+
+    /// The direct URL of one service instance by process name (`order-1`, `coordinator`).
+    pub fn instance_url(&self, name: &str) -> Option<&str> {
+        self.instance_urls.get(name).map(String::as_str)
+    }
+
+    /// The URL of `service`'s database, as the superuser.
+    pub fn database_url(&self, service: Service) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}",
+            self.config.ports.postgres(service),
+            service.name()
+        )
+    }
+
+    /// The PostgreSQL instance of `service`.
+    pub fn postgres(&self, service: Service) -> Option<&PostgresInstance> {
+        self.postgres.get(&service)
+    }
+
+    /// Every supervised process name (`haproxy`, `order-1`, `pg-stock`, ...).
+    pub fn service_names(&self) -> Vec<String> {
+        self.supervisor.names()
+    }
+
+    /// SIGKILL to a process group; it is restarted (a crash).
+    pub fn kill(&self, name: &str) -> Result<Option<u32>> {
+        self.supervisor.kill(name)
+    }
+
+    /// Stops a process and keeps it down.
+    pub fn stop(&self, name: &str) -> Result<()> {
+        self.supervisor.stop(name)
+    }
+
+    /// Starts a stopped process again.
+    pub fn start_process(&self, name: &str) -> Result<()> {
+        self.supervisor.start(name)
+    }
+
+    /// The supervisor, for finer control (pids, restart counts, pausing restarts).
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &SystemConfig {
+        &self.config
+    }
+
+    /// Stops every process (also done by `Drop`).
+    pub fn shutdown(&self) {
+        self.supervisor.shutdown();
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn local_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}

@@ -1,0 +1,94 @@
+//! Every SQL statement of the payment service.
+
+use serde::Serialize;
+use service_kit::db::{has_code, NUMERIC_OUT_OF_RANGE};
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct User {
+    pub user_id: String,
+    pub credit: i64,
+}
+
+/// A trivial round trip, for the health check.
+pub async fn ping(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::query("select 1").execute(db).await?;
+    Ok(())
+}
+
+pub async fn create_user(db: impl PgExecutor<'_>, id: &str) -> Result<()> {
+    sqlx::query("insert into users (id, credit) values ($1, 0)")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Creates or overwrites users "0".."n-1" in one statement.
+pub async fn batch_init(db: impl PgExecutor<'_>, n: i64, credit: i64) -> Result<()> {
+    sqlx::query(
+        "insert into users (id, credit) \
+         select g::text, $2 from generate_series(0, $1 - 1) as g \
+         on conflict (id) do update set credit = excluded.credit",
+    )
+    .bind(n)
+    .bind(credit)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn find_user(db: impl PgExecutor<'_>, id: &str) -> Result<Option<User>> {
+    Ok(
+        sqlx::query_as("select id as user_id, credit from users where id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+pub async fn add_funds(db: impl PgExecutor<'_>, id: &str, amount: i64) -> Result<()> {
+    let done = sqlx::query("update users set credit = credit + $2 where id = $1")
+        .bind(id)
+        .bind(amount)
+        .execute(db)
+        .await
+        .map_err(|error| {
+            if has_code(&error, NUMERIC_OUT_OF_RANGE) {
+                Error::Overflow {
+                    user_id: id.to_owned(),
+                    amount,
+                }
+            } else {
+                error.into()
+            }
+        })?;
+    if done.rows_affected() == 0 {
+        return Err(Error::UnknownUser(id.to_owned()));
+    }
+    Ok(())
+}
+
+/// Charges in one guarded statement; only when that changes nothing does a second read tell
+/// an unknown user from a poor one (users are never deleted, so the answer cannot race).
+/// Both `pay` and the checkout's branch charge through here.
+pub async fn pay(conn: &mut PgConnection, id: &str, amount: i64) -> Result<()> {
+    let done = sqlx::query("update users set credit = credit - $2 where id = $1 and credit >= $2")
+        .bind(id)
+        .bind(amount)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 1 {
+        return Ok(());
+    }
+    match find_user(conn, id).await? {
+        None => Err(Error::UnknownUser(id.to_owned())),
+        Some(user) => Err(Error::InsufficientCredit {
+            user_id: id.to_owned(),
+            credit: user.credit,
+            wanted: amount,
+        }),
+    }
+}

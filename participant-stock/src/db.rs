@@ -1,0 +1,125 @@
+//! Every SQL statement of the stock service.
+
+use serde::Serialize;
+use service_kit::db::{has_code, NUMERIC_OUT_OF_RANGE};
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Item {
+    pub stock: i64,
+    pub price: i64,
+}
+
+/// A trivial round trip, for the health check.
+pub async fn ping(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::query("select 1").execute(db).await?;
+    Ok(())
+}
+
+pub async fn create_item(db: impl PgExecutor<'_>, id: &str, price: i64) -> Result<()> {
+    sqlx::query("insert into items (id, stock, price) values ($1, 0, $2)")
+        .bind(id)
+        .bind(price)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Creates or overwrites items "0".."n-1" in one statement.
+pub async fn batch_init(db: impl PgExecutor<'_>, n: i64, stock: i64, price: i64) -> Result<()> {
+    sqlx::query(
+        "insert into items (id, stock, price) \
+         select g::text, $2, $3 from generate_series(0, $1 - 1) as g \
+         on conflict (id) do update set stock = excluded.stock, price = excluded.price",
+    )
+    .bind(n)
+    .bind(stock)
+    .bind(price)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn find_item(db: impl PgExecutor<'_>, id: &str) -> Result<Option<Item>> {
+    Ok(
+        sqlx::query_as("select stock, price from items where id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+pub async fn add_stock(db: impl PgExecutor<'_>, id: &str, amount: i64) -> Result<()> {
+    let done = sqlx::query("update items set stock = stock + $2 where id = $1")
+        .bind(id)
+        .bind(amount)
+        .execute(db)
+        .await
+        .map_err(|error| {
+            if has_code(&error, NUMERIC_OUT_OF_RANGE) {
+                Error::Overflow {
+                    item_id: id.to_owned(),
+                    amount,
+                }
+            } else {
+                error.into()
+            }
+        })?;
+    if done.rows_affected() == 0 {
+        return Err(Error::UnknownItem(id.to_owned()));
+    }
+    Ok(())
+}
+
+/// Subtracts in one guarded statement; only when that changes nothing does a second read tell
+/// an unknown item from a short one (items are never deleted, so the answer cannot race).
+pub async fn subtract_stock(conn: &mut PgConnection, id: &str, amount: i64) -> Result<()> {
+    let done = sqlx::query("update items set stock = stock - $2 where id = $1 and stock >= $2")
+        .bind(id)
+        .bind(amount)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 1 {
+        return Ok(());
+    }
+    match find_item(conn, id).await? {
+        None => Err(Error::UnknownItem(id.to_owned())),
+        Some(item) => Err(Error::InsufficientStock {
+            item_id: id.to_owned(),
+            stock: item.stock,
+            wanted: amount,
+        }),
+    }
+}
+
+/// Locks the items in id order (the lock order every checkout follows) and returns their
+/// stock, in that order. Unknown ids are simply missing.
+pub async fn lock_items(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("select id, stock from items where id = any($1) order by id for update")
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+}
+
+/// Subtracts `quantities[i]` from item `ids[i]` for every `i`, in one statement.
+pub async fn subtract_items(
+    conn: &mut PgConnection,
+    ids: &[String],
+    quantities: &[i64],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update items set stock = items.stock - w.quantity \
+         from unnest($1::text[], $2::bigint[]) as w(id, quantity) \
+         where items.id = w.id",
+    )
+    .bind(ids)
+    .bind(quantities)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -12,12 +12,6 @@ pub struct User {
     pub credit: i64,
 }
 
-/// A trivial round trip, for the health check.
-pub async fn ping(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    sqlx::query("select 1").execute(db).await?;
-    Ok(())
-}
-
 pub async fn create_user(db: impl PgExecutor<'_>, id: &str) -> Result<()> {
     sqlx::query("insert into users (id, credit) values ($1, 0)")
         .bind(id)

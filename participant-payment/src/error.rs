@@ -8,7 +8,6 @@ use service_kit::{
     http::{client_error, internal_error},
     ParamError,
 };
-use twopc::GidError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -24,8 +23,6 @@ pub enum Error {
     },
     #[error("adding {amount} to the credit of user {user_id} would overflow it")]
     Overflow { user_id: String, amount: i64 },
-    #[error(transparent)]
-    Gid(#[from] GidError),
     #[error("invalid payment work: {0}")]
     Work(String),
     #[error("database: {0}")]
@@ -41,7 +38,6 @@ impl IntoResponse for Error {
             | Error::UnknownUser(_)
             | Error::InsufficientCredit { .. }
             | Error::Overflow { .. }
-            | Error::Gid(_)
             | Error::Work(_) => StatusCode::BAD_REQUEST,
             Error::Database(_) => return internal_error(&self),
         };

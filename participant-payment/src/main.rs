@@ -3,11 +3,18 @@
 use clap::Parser;
 use participant_payment::{App, Config};
 
+/// The payment service and 2PC participant.
+#[derive(Parser)]
+#[command(name = "wdm-payment")]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     service_kit::telemetry::init_logs();
-    let config = Config::parse();
-    let app = App::build(config).await?;
+    let app = App::build(Cli::parse().config).await?;
     app.run_until(service_kit::http::shutdown_signal()).await?;
     Ok(())
 }

@@ -1,21 +1,13 @@
-//! Phase one of a checkout's branch in the payment database: `POST /_2pc/prepare`.
+//! The payment branch of a checkout: what it asks for and how it is charged.
 
-use std::time::Duration;
-
-use axum::{extract::State, Json};
 use serde::Deserialize;
 use service_kit::parse_id;
-use sqlx::{PgConnection, PgPool};
-use twopc::{
-    branch::{timeout_refusal, Branch},
-    wire::{PrepareRequest, Refusal, Vote},
-    Gid,
-};
+use sqlx::PgConnection;
+use twopc::wire::Refusal;
 
 use crate::{
     db,
     error::{Error, Result},
-    AppState, PARTICIPANT, VOTES,
 };
 
 /// The payment branch's work: charge `amount` to the user.
@@ -43,46 +35,8 @@ impl PaymentWork {
     }
 }
 
-pub async fn prepare(
-    State(state): State<AppState>,
-    Json(request): Json<PrepareRequest>,
-) -> Result<Json<Vote>> {
-    let gid = Gid::parse(&request.gid)?;
-    let work = PaymentWork::from_json(request.work)?;
-    let lock_timeout = Duration::from_millis(request.lock_timeout_ms);
-    let vote = match vote(&state.pool, &gid, lock_timeout, &work).await {
-        Ok(vote) => vote,
-        Err(error) => match timeout_refusal(&error) {
-            Some(refusal) => Vote::No(refusal),
-            None => return Err(error.into()),
-        },
-    };
-    let label = match &vote {
-        Vote::Yes => "yes",
-        Vote::No(_) => "no",
-    };
-    metrics::counter!(VOTES, "participant" => PARTICIPANT, "vote" => label).increment(1);
-    Ok(Json(vote))
-}
-
-#[tracing::instrument(skip(pool, work), fields(%gid))]
-async fn vote(
-    pool: &PgPool,
-    gid: &Gid,
-    lock_timeout: Duration,
-    work: &PaymentWork,
-) -> sqlx::Result<Vote> {
-    let Some(mut branch) = Branch::begin(pool, gid, lock_timeout).await? else {
-        return Ok(Vote::Yes);
-    };
-    match charge(branch.tx(), work).await? {
-        Ok(()) => branch.prepare().await,
-        Err(refusal) => branch.refuse(refusal).await,
-    }
-}
-
 /// Charges the work's amount, or says why not.
-async fn charge(
+pub async fn charge(
     conn: &mut PgConnection,
     work: &PaymentWork,
 ) -> sqlx::Result<std::result::Result<(), Refusal>> {

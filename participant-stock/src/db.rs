@@ -12,12 +12,6 @@ pub struct Item {
     pub price: i64,
 }
 
-/// A trivial round trip, for the health check.
-pub async fn ping(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    sqlx::query("select 1").execute(db).await?;
-    Ok(())
-}
-
 pub async fn create_item(db: impl PgExecutor<'_>, id: &str, price: i64) -> Result<()> {
     sqlx::query("insert into items (id, stock, price) values ($1, 0, $2)")
         .bind(id)

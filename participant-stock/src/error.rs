@@ -8,7 +8,6 @@ use service_kit::{
     http::{client_error, internal_error},
     ParamError,
 };
-use twopc::GidError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -24,8 +23,6 @@ pub enum Error {
     },
     #[error("adding {amount} to item {item_id} would overflow its stock")]
     Overflow { item_id: String, amount: i64 },
-    #[error(transparent)]
-    Gid(#[from] GidError),
     #[error("invalid stock work: {0}")]
     Work(String),
     #[error("database: {0}")]
@@ -41,7 +38,6 @@ impl IntoResponse for Error {
             | Error::UnknownItem(_)
             | Error::InsufficientStock { .. }
             | Error::Overflow { .. }
-            | Error::Gid(_)
             | Error::Work(_) => StatusCode::BAD_REQUEST,
             Error::Database(_) => return internal_error(&self),
         };

@@ -1,20 +1,17 @@
-//! The HTTP routes: the public `/stock` API under its full path, and the internal ones
-//! (`/health`, `/metrics`, the 2PC prepare) that the gateway never forwards.
+//! The public `/stock` API, under its full paths (the gateway strips no prefix).
 
 use axum::{
     extract::{Path, State},
-    http::StatusCode,
-    middleware,
-    response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
 use serde_json::{json, Value};
 use service_kit::{parse_amount, parse_count, parse_id};
+use sqlx::PgPool;
 
-use crate::{db, error::Result, prepare, AppState};
+use crate::{db, error::Result};
 
-pub fn router(state: AppState) -> Router {
+pub fn router() -> Router<PgPool> {
     Router::new()
         .route("/stock/item/create/{price}", post(create_item))
         .route(
@@ -24,75 +21,53 @@ pub fn router(state: AppState) -> Router {
         .route("/stock/find/{item_id}", get(find))
         .route("/stock/add/{item_id}/{amount}", post(add))
         .route("/stock/subtract/{item_id}/{amount}", post(subtract))
-        .route(twopc::wire::routes::PREPARE, post(prepare::prepare))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn(service_kit::telemetry::track_http))
-        .with_state(state)
 }
 
-async fn create_item(
-    State(state): State<AppState>,
-    Path(price): Path<String>,
-) -> Result<Json<Value>> {
+async fn create_item(State(pool): State<PgPool>, Path(price): Path<String>) -> Result<Json<Value>> {
     let price = parse_amount("price", &price, 0)?;
     let id = uuid::Uuid::new_v4().to_string();
-    db::create_item(&state.pool, &id, price).await?;
+    db::create_item(&pool, &id, price).await?;
     Ok(Json(json!({ "item_id": id })))
 }
 
 async fn batch_init(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     Path((n, stock, price)): Path<(String, String, String)>,
 ) -> Result<Json<Value>> {
     let n = parse_count("n", &n)?;
     let stock = parse_amount("starting_stock", &stock, 0)?;
     let price = parse_amount("item_price", &price, 0)?;
-    db::batch_init(&state.pool, n, stock, price).await?;
+    db::batch_init(&pool, n, stock, price).await?;
     Ok(Json(
         json!({ "msg": format!("{n} items with stock {stock} and price {price}") }),
     ))
 }
 
-async fn find(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<db::Item>> {
+async fn find(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Json<db::Item>> {
     let id = parse_id("item_id", &id)?;
-    let item = db::find_item(&state.pool, &id)
+    let item = db::find_item(&pool, &id)
         .await?
         .ok_or(crate::error::Error::UnknownItem(id))?;
     Ok(Json(item))
 }
 
 async fn add(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     Path((id, amount)): Path<(String, String)>,
 ) -> Result<&'static str> {
     let id = parse_id("item_id", &id)?;
     let amount = parse_amount("amount", &amount, 1)?;
-    db::add_stock(&state.pool, &id, amount).await?;
+    db::add_stock(&pool, &id, amount).await?;
     Ok("ok")
 }
 
 async fn subtract(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     Path((id, amount)): Path<(String, String)>,
 ) -> Result<&'static str> {
     let id = parse_id("item_id", &id)?;
     let amount = parse_amount("amount", &amount, 1)?;
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = pool.acquire().await?;
     db::subtract_stock(&mut conn, &id, amount).await?;
     Ok("ok")
-}
-
-async fn health(State(state): State<AppState>) -> Response {
-    match db::ping(&state.pool).await {
-        Ok(_) => "ok".into_response(),
-        Err(error) => {
-            tracing::warn!(%error, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
-        }
-    }
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    service_kit::telemetry::render(&state.metrics)
 }

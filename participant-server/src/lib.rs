@@ -1,0 +1,179 @@
+//! The service shell every participant of checkout's two-phase commit runs in.
+//!
+//! A participant (stock, payment) owns one database and contributes two things: its public
+//! routes and its branch's business work, described by [`Participant`]. This crate does the
+//! rest the same way for all of them: configuration, connecting and migrating, `/health`,
+//! `/metrics`, the background collection of old `twopc_markers`, and `POST /_2pc/prepare`,
+//! which runs the work inside a [`twopc::branch::Branch`] and answers with the vote. Phase two
+//! never passes through here: the coordinator commits or rolls back prepared branches straight
+//! on the participant's database (`twopc::finish`).
+
+mod prepare;
+
+use std::{future::Future, marker::PhantomData, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::{migrate::Migrator, PgConnection, PgPool};
+use tokio::{net::TcpListener, sync::watch};
+use twopc::wire::Refusal;
+
+pub use prepare::PrepareError;
+
+/// Prepare votes cast, by `participant` and `vote` (`yes`, `no`).
+pub const VOTES: &str = "twopc_votes_total";
+
+/// Markers are read only while a decision is unfinished, which recovery settles in seconds.
+pub const MARKER_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// How often old markers are deleted.
+pub const MARKER_GC_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// One participant's business: its database, its public routes and its branch's work.
+pub trait Participant: Send + Sync + 'static {
+    /// The participant's name in gids and metric labels.
+    const NAME: &'static str;
+
+    /// The branch's work, read from the `work` of a prepare request.
+    type Work: Send + Sync + 'static;
+
+    /// Migrations of the participant's database; they must create `twopc_markers`.
+    fn migrator() -> &'static Migrator;
+
+    /// The public routes, under their full paths.
+    fn routes() -> Router<PgPool>;
+
+    /// Reads and checks a prepare request's work; the error is the 400 reply.
+    fn parse_work(work: serde_json::Value) -> Result<Self::Work, String>;
+
+    /// Does the work inside the branch's transaction, or says why it cannot be done. Row
+    /// locks must be taken in sorted key order: that is this database's part of the system's
+    /// global lock order.
+    fn apply(
+        conn: &mut PgConnection,
+        work: &Self::Work,
+    ) -> impl Future<Output = sqlx::Result<Result<(), Refusal>>> + Send;
+}
+
+/// A participant service's configuration; tests build it directly.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve HTTP on (port 0 picks a free port).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL of the participant's database.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Largest number of connections to the participant's database.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+/// A participant service that is connected, migrated and bound, but not serving yet.
+pub struct App<P> {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    pool: PgPool,
+    metrics: PrometheusHandle,
+    participant: PhantomData<fn() -> P>,
+}
+
+impl<P: Participant> App<P> {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let metrics = service_kit::telemetry::init_metrics();
+        let pool = service_kit::db::connect(
+            &config.database_url,
+            config.db_max_connections,
+            Some(P::migrator()),
+        )
+        .await
+        .with_context(|| format!("connecting to the {} database", P::NAME))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            pool,
+            metrics,
+            participant: PhantomData,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Serves until `shutdown` resolves, lets in-flight requests finish, then stops the
+    /// marker collector.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop, stopped) = watch::channel(());
+        let collector = tokio::spawn(collect_markers(self.pool.clone(), stopped));
+        tracing::info!(participant = P::NAME, "listening on {}", self.local_addr);
+        let served = service_kit::http::serve(
+            self.listener,
+            router::<P>(self.pool, self.metrics),
+            shutdown,
+        )
+        .await;
+        drop(stop);
+        if let Err(error) = collector.await {
+            tracing::warn!(%error, "marker collector failed");
+        }
+        served
+    }
+}
+
+fn router<P: Participant>(pool: PgPool, metrics: PrometheusHandle) -> Router {
+    P::routes()
+        .route(twopc::wire::routes::PREPARE, post(prepare::prepare::<P>))
+        .route("/health", get(health))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(service_kit::telemetry::render(&metrics))),
+        )
+        .route_layer(axum::middleware::from_fn(
+            service_kit::telemetry::track_http,
+        ))
+        .with_state(pool)
+}
+
+async fn health(axum::extract::State(pool): axum::extract::State<PgPool>) -> Response {
+    match sqlx::query("select 1").execute(&pool).await {
+        Ok(_) => "ok".into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+/// Deletes old markers every [`MARKER_GC_INTERVAL`] until `stopped` says the service is
+/// shutting down.
+async fn collect_markers(pool: PgPool, mut stopped: watch::Receiver<()>) {
+    let mut ticks = tokio::time::interval(MARKER_GC_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = ticks.tick() => {}
+        }
+        match twopc::finish::gc_markers(&pool, MARKER_RETENTION).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted old 2pc markers"),
+            Err(error) => tracing::warn!(%error, "cannot delete old 2pc markers"),
+        }
+    }
+}

@@ -213,18 +213,40 @@ impl Supervisor {
             changed: Condvar::new(),
             thread: Mutex::new(None),
         });
-        let child = {
-            let mut state = lock(&slot.state);
-            let child = slot.start(&mut state)?;
-            tracing::info!(name, pid = child.id(), "started");
-            child
-        };
-        let pid = child.id();
+        // The child is started by its own thread, not the caller's: the parent-death signal
+        // fires when the forking *thread* ends, and a caller's thread (a blocking-pool thread,
+        // a test thread) may end long before the supervisor does.
+        let (started, first_start) = std::sync::mpsc::sync_channel(1);
         let monitor = Arc::clone(&slot);
         let handle = std::thread::Builder::new()
             .name(format!("supervise-{name}"))
-            .spawn(move || monitor.supervise(child))
+            .spawn(move || {
+                let child = monitor.start(&mut lock(&monitor.state));
+                match child {
+                    Ok(child) => {
+                        let _ = started.send(Ok(child.id()));
+                        monitor.supervise(child);
+                    }
+                    Err(error) => {
+                        let _ = started.send(Err(error));
+                    }
+                }
+            })
             .context(|| format!("starting the supervisor thread of {name}"))?;
+        let pid = match first_start.recv() {
+            Ok(Ok(pid)) => pid,
+            Ok(Err(error)) => {
+                let _ = handle.join();
+                return Err(error);
+            }
+            Err(_) => {
+                let _ = handle.join();
+                return Err(Error::Config(format!(
+                    "the supervisor thread of {name} died"
+                )));
+            }
+        };
+        tracing::info!(name, pid, "started");
         *lock(&slot.thread) = Some(handle);
         children.insert(name.to_owned(), slot);
         Ok(pid)

@@ -122,7 +122,8 @@ pub fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
     // The parent may have died before prctl ran: then nobody will send the signal.
     // SAFETY: getppid cannot fail.
     if unsafe { libc::getppid() } != parent {
-        return Err(io::Error::other("parent exited during start-up"));
+        // No allocation here, between fork and exec.
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
     Ok(())
 }

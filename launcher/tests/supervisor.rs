@@ -131,3 +131,25 @@ fn a_missing_program_fails_at_spawn_time_with_its_name() {
         .unwrap_err();
     assert!(error.to_string().contains("wdm-ghost"), "{error}");
 }
+
+#[test]
+fn a_child_outlives_the_thread_that_asked_for_it() {
+    let dir = ScratchDir::new("supervisor").unwrap();
+    let supervisor = Supervisor::new(dir.path()).unwrap();
+    // Children die with the thread that forked them (parent-death signal), so the
+    // supervisor must fork from its own threads, not from a caller's short-lived one.
+    let pid = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                supervisor
+                    .spawn("sleeper", shell("exec sleep 1000"))
+                    .unwrap()
+            })
+            .join()
+            .unwrap()
+    });
+    holds_for("the child running", Duration::from_millis(300), || {
+        alive(pid)
+    });
+    assert_eq!(supervisor.restarts("sleeper").unwrap(), 0);
+}

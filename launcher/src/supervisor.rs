@@ -167,6 +167,8 @@ struct State {
     shutting_down: bool,
     restarts: u64,
     last_exit: Option<ExitStatus>,
+    /// Environment set or removed on top of the spec, from the next start on.
+    env_overrides: BTreeMap<OsString, Option<OsString>>,
 }
 
 impl Supervisor {
@@ -325,6 +327,16 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Sets (or, with `None`, removes) an environment variable of `name` for its next start:
+    /// tests restart a process with a failpoint armed this way.
+    pub fn set_env(&self, name: &str, key: &str, value: Option<&str>) -> Result<()> {
+        let slot = self.slot(name)?;
+        lock(&slot.state)
+            .env_overrides
+            .insert(key.into(), value.map(OsString::from));
+        Ok(())
+    }
+
     /// Waits until `name` has a running process, at most `timeout`; returns its pid.
     pub fn wait_running(&self, name: &str, timeout: Duration) -> Result<u32> {
         let slot = self.slot(name)?;
@@ -415,6 +427,12 @@ impl Slot {
             .try_clone()
             .context(|| format!("opening {}", self.log_path.display()))?;
         let mut command = self.spec.to_command();
+        for (key, value) in &state.env_overrides {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
         command
             .stdin(Stdio::null())
             .stdout(log)

@@ -1,0 +1,205 @@
+//! Crashes for real: the coordinator exits hard at each protocol step (failpoints), and
+//! participant services, participant databases and the coordinator are killed with SIGKILL.
+//! After restarts, every branch is finished, nothing stays prepared, and the books balance.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use system_tests::{
+    assert_checkouts_exact, ledger, start, wait_nothing_prepared, wait_until, Api, Consistency,
+    Service, System, CONSISTENCY_STOCK, CONSISTENCY_USERS,
+};
+
+const COORDINATOR: &str = "coordinator";
+const FAILPOINT: &str = "COORDINATOR_FAILPOINT";
+
+/// A user with credit 100, an item with stock 100 at price 3, and an order of 2 of it.
+async fn order_of_two(api: &Api) -> (String, String, String) {
+    let user = api.create_user().await;
+    api.ok(&format!("/payment/add_funds/{user}/100")).await;
+    let item = api.create_item(3).await;
+    api.ok(&format!("/stock/add/{item}/100")).await;
+    let order = api.create_order(&user).await;
+    api.ok(&format!("/orders/addItem/{order}/{item}/2")).await;
+    (user, item, order)
+}
+
+async fn coordinator_healthy(system: &System) -> bool {
+    let url = format!("{}/health", system.internal_url(Service::Coordinator));
+    reqwest::get(url)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Restarts the coordinator with `failpoint` armed and keeps it down once it has crashed.
+async fn arm(system: &System, failpoint: &str) {
+    let supervisor = system.supervisor();
+    supervisor
+        .set_env(COORDINATOR, FAILPOINT, Some(failpoint))
+        .expect("set env");
+    supervisor.stop(COORDINATOR).expect("stop coordinator");
+    supervisor.start(COORDINATOR).expect("start coordinator");
+    wait_until("armed coordinator healthy", Duration::from_secs(30), || {
+        coordinator_healthy(system)
+    })
+    .await;
+    supervisor
+        .pause_restarts(COORDINATOR)
+        .expect("pause restarts");
+}
+
+/// Waits for the armed coordinator to have crashed, then starts it clean.
+async fn restart_clean(system: &System) {
+    let supervisor = system.supervisor();
+    wait_until(
+        "coordinator crashed at its failpoint",
+        Duration::from_secs(30),
+        || async { supervisor.pid(COORDINATOR).expect("pid").is_none() },
+    )
+    .await;
+    supervisor
+        .set_env(COORDINATOR, FAILPOINT, None)
+        .expect("clear env");
+    supervisor.start(COORDINATOR).expect("start coordinator");
+}
+
+/// For every crash point: the checkout's reply matches what happened, nothing stays prepared,
+/// and stock sold = credit spent = paid totals.
+#[tokio::test]
+async fn a_coordinator_crash_at_every_protocol_step_is_recovered_exactly() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let cases = [
+        ("after_first_prepare", false),
+        ("before_decision", false),
+        ("after_decision", true),
+        ("mid_phase_two", true),
+    ];
+    let mut initial_stock = 0;
+    let mut initial_credit = 0;
+    for (failpoint, commits) in cases {
+        let (user, item, order) = order_of_two(&api).await;
+        initial_stock += 100;
+        initial_credit += 100;
+        arm(&system, failpoint).await;
+        let checkout = tokio::spawn({
+            let api = api.clone();
+            let order = order.clone();
+            async move { api.checkout(&order).await }
+        });
+        restart_clean(&system).await;
+        let status = checkout.await.expect("checkout task");
+
+        if commits {
+            assert_eq!(status, StatusCode::OK, "{failpoint}");
+        } else {
+            assert!(status.is_client_error(), "{failpoint}: {status}");
+        }
+        wait_nothing_prepared(&system, Duration::from_secs(30)).await;
+        let paid = api.order(&order).await.paid;
+        assert_eq!(paid, commits, "{failpoint}: paid");
+        assert_eq!(
+            api.item(&item).await.stock,
+            if commits { 98 } else { 100 },
+            "{failpoint}"
+        );
+        assert_eq!(
+            api.user(&user).await.credit,
+            if commits { 94 } else { 100 },
+            "{failpoint}"
+        );
+        let books = ledger(&system, initial_stock, initial_credit).await;
+        assert_eq!(
+            books.stock_sold * 3,
+            books.paid_total,
+            "{failpoint}: stock vs totals"
+        );
+        assert_eq!(
+            books.credit_spent, books.paid_total,
+            "{failpoint}: credit vs totals"
+        );
+    }
+}
+
+/// Branches prepared everywhere and the commit logged, then the stock service instances and
+/// the stock database are killed before phase two: the decision still lands everywhere.
+#[tokio::test]
+async fn participants_killed_between_prepare_and_commit_lose_nothing() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let (user, item, order) = order_of_two(&api).await;
+    arm(&system, "after_decision").await;
+    let checkout = tokio::spawn({
+        let api = api.clone();
+        let order = order.clone();
+        async move { api.checkout(&order).await }
+    });
+    let supervisor = system.supervisor();
+    wait_until(
+        "coordinator crashed after its decision",
+        Duration::from_secs(30),
+        || async { supervisor.pid(COORDINATOR).expect("pid").is_none() },
+    )
+    .await;
+    let prepared = system_tests::scalar_i64(
+        &system,
+        Service::Stock,
+        "select count(*) from pg_prepared_xacts",
+    )
+    .await;
+    assert_eq!(prepared, 1, "the stock branch is prepared");
+
+    for victim in ["stock-1", "stock-2", "pg-stock", "payment-1", "pg-payment"] {
+        system.kill(victim).expect("kill");
+    }
+    for victim in ["pg-stock", "pg-payment", "stock-1", "stock-2", "payment-1"] {
+        supervisor
+            .wait_running(victim, Duration::from_secs(30))
+            .expect("restarted");
+    }
+    restart_clean(&system).await;
+
+    assert_eq!(checkout.await.expect("checkout task"), StatusCode::OK);
+    wait_nothing_prepared(&system, Duration::from_secs(30)).await;
+    assert!(api.order(&order).await.paid);
+    assert_eq!(api.item(&item).await.stock, 98);
+    assert_eq!(api.user(&user).await.credit, 94);
+}
+
+/// The consistency scenario while the coordinator and a stock instance are killed mid-run.
+#[tokio::test]
+async fn consistency_holds_while_the_coordinator_and_a_stock_instance_are_killed() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let scenario = Consistency::populate(&api).await;
+    let run = tokio::spawn({
+        let api = api.clone();
+        let orders = scenario.orders.clone();
+        async move { system_tests::run_checkouts(&api, &orders, 100).await }
+    });
+    wait_until("the run is under way", Duration::from_secs(60), || async {
+        system_tests::scalar_i64(
+            &system,
+            Service::Order,
+            "select count(*) from orders where paid",
+        )
+        .await
+            >= 20
+    })
+    .await;
+    system.kill(COORDINATOR).expect("kill coordinator");
+    system.kill("stock-1").expect("kill stock-1");
+    let results = run.await.expect("run");
+
+    assert_eq!(results.len(), scenario.orders.len());
+    assert_checkouts_exact(
+        &system,
+        &api,
+        &results,
+        CONSISTENCY_STOCK,
+        CONSISTENCY_USERS,
+    )
+    .await;
+    wait_nothing_prepared(&system, Duration::from_secs(30)).await;
+    assert!(system.supervisor().restarts(COORDINATOR).expect("restarts") >= 1);
+}

@@ -1,0 +1,359 @@
+//! Support for the system tests: a whole system per test (real binaries, four PostgreSQL
+//! instances, HAProxy), a client for the public API, waiting on conditions, and the
+//! invariants every fault test checks.
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+pub use launcher::system::{Instances, Service, System};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use sqlx::{Connection, PgConnection};
+
+/// Starts a private system on free ports with the debug binaries.
+pub async fn start() -> System {
+    start_with(Instances::default()).await
+}
+
+pub async fn start_with(instances: Instances) -> System {
+    System::start_temporary(instances)
+        .await
+        .unwrap_or_else(|error| panic!("system did not start: {error}"))
+}
+
+/// Waits until `condition` holds, checking every 100 ms, for at most `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client of the public API through the gateway.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct Item {
+    pub stock: i64,
+    pub price: i64,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub user_id: String,
+    pub credit: i64,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct Order {
+    pub order_id: String,
+    pub paid: bool,
+    pub items: Vec<(String, i64)>,
+    pub user_id: String,
+    pub total_cost: i64,
+}
+
+impl Api {
+    pub fn new(system: &System) -> Self {
+        Self {
+            base: system.gateway_url(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .pool_max_idle_per_host(256)
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// POST `path`; returns the status and body.
+    pub async fn post(&self, path: &str) -> (StatusCode, String) {
+        self.send(reqwest::Method::POST, path).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, String) {
+        self.send(reqwest::Method::GET, path).await
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str) -> (StatusCode, String) {
+        let response = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
+        let status = response.status();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    async fn post_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.post(path).await;
+        assert!(status.is_success(), "POST {path}: {status} {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("POST {path}: {e}: {body}"))
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("GET {path}: {error}"));
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "GET {path}: {status} {body}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "GET {path}: content type {content_type:?}"
+        );
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    pub async fn create_item(&self, price: i64) -> String {
+        let body = self.post_json(&format!("/stock/item/create/{price}")).await;
+        body["item_id"].as_str().expect("item_id").to_owned()
+    }
+
+    pub async fn create_user(&self) -> String {
+        let body = self.post_json("/payment/create_user").await;
+        body["user_id"].as_str().expect("user_id").to_owned()
+    }
+
+    pub async fn create_order(&self, user_id: &str) -> String {
+        let body = self.post_json(&format!("/orders/create/{user_id}")).await;
+        body["order_id"].as_str().expect("order_id").to_owned()
+    }
+
+    pub async fn ok(&self, path: &str) {
+        let (status, body) = self.post(path).await;
+        assert!(status.is_success(), "POST {path}: {status} {body}");
+    }
+
+    pub async fn item(&self, id: &str) -> Item {
+        self.get_json(&format!("/stock/find/{id}")).await
+    }
+
+    pub async fn user(&self, id: &str) -> User {
+        self.get_json(&format!("/payment/find_user/{id}")).await
+    }
+
+    pub async fn order(&self, id: &str) -> Order {
+        self.get_json(&format!("/orders/find/{id}")).await
+    }
+
+    pub async fn checkout(&self, order_id: &str) -> StatusCode {
+        self.post(&format!("/orders/checkout/{order_id}")).await.0
+    }
+}
+
+/// Direct database access for assertions.
+pub async fn connect(system: &System, service: Service) -> PgConnection {
+    PgConnection::connect(&system.database_url(service))
+        .await
+        .unwrap_or_else(|error| panic!("connect to {} database: {error}", service.name()))
+}
+
+pub async fn scalar_i64(system: &System, service: Service, sql: &str) -> i64 {
+    let mut conn = connect(system, service).await;
+    sqlx::query_scalar::<_, Option<i64>>(sql)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+        .unwrap_or(0)
+}
+
+/// Prepared transactions left on every database of the system.
+pub async fn prepared_count(system: &System) -> i64 {
+    let mut total = 0;
+    for service in Service::ALL {
+        total += scalar_i64(system, service, "select count(*) from pg_prepared_xacts").await;
+    }
+    total
+}
+
+/// Waits until no database holds a prepared transaction.
+pub async fn wait_nothing_prepared(system: &System, limit: Duration) {
+    wait_until("no prepared transaction left", limit, || async {
+        prepared_count(system).await == 0
+    })
+    .await;
+}
+
+/// The money and goods balance of a system where every order costs what its items cost:
+/// stock sold = credit spent = sum of the paid orders' totals.
+pub struct Ledger {
+    pub stock_sold: i64,
+    pub credit_spent: i64,
+    pub paid_total: i64,
+    pub paid_orders: i64,
+}
+
+/// Reads the ledger given the starting totals of stock and credit.
+pub async fn ledger(system: &System, initial_stock: i64, initial_credit: i64) -> Ledger {
+    let stock = scalar_i64(
+        system,
+        Service::Stock,
+        "select sum(stock)::bigint from items",
+    )
+    .await;
+    let credit = scalar_i64(
+        system,
+        Service::Payment,
+        "select sum(credit)::bigint from users",
+    )
+    .await;
+    let paid_total = scalar_i64(
+        system,
+        Service::Order,
+        "select sum(total_cost)::bigint from orders where paid",
+    )
+    .await;
+    let paid_orders = scalar_i64(
+        system,
+        Service::Order,
+        "select count(*) from orders where paid",
+    )
+    .await;
+    Ledger {
+        stock_sold: initial_stock - stock,
+        credit_spent: initial_credit - credit,
+        paid_total,
+        paid_orders,
+    }
+}
+
+/// The consistency scenario of the public API: one item with stock 100 and price 1, 1000 users
+/// with credit 1, 1000 orders of that item by random users.
+pub struct Consistency {
+    pub item: String,
+    pub orders: Vec<String>,
+}
+
+pub const CONSISTENCY_STOCK: i64 = 100;
+pub const CONSISTENCY_USERS: i64 = 1000;
+pub const CONSISTENCY_ORDERS: usize = 1000;
+
+impl Consistency {
+    /// Builds the scenario as the course's consistency test does: orders created one by one
+    /// for random users, each with one unit of the item.
+    pub async fn populate(api: &Api) -> Self {
+        api.ok(&format!("/stock/batch_init/1/{CONSISTENCY_STOCK}/1"))
+            .await;
+        api.ok(&format!("/payment/batch_init/{CONSISTENCY_USERS}/1"))
+            .await;
+        let item = "0".to_owned();
+        let mut creators = tokio::task::JoinSet::new();
+        let workers = 32;
+        for worker in 0..workers {
+            let api = api.clone();
+            let item = item.clone();
+            creators.spawn(async move {
+                let mut orders = Vec::new();
+                for _ in (worker..CONSISTENCY_ORDERS).step_by(workers) {
+                    // A random user per order: many users hold several orders.
+                    let user = uuid::Uuid::new_v4().as_u128() % CONSISTENCY_USERS as u128;
+                    let order = api.create_order(&user.to_string()).await;
+                    api.ok(&format!("/orders/addItem/{order}/{item}/1")).await;
+                    orders.push(order);
+                }
+                orders
+            });
+        }
+        let mut orders = Vec::new();
+        while let Some(created) = creators.join_next().await {
+            orders.extend(created.expect("order creator"));
+        }
+        Self { item, orders }
+    }
+
+    /// Checks out every order with `in_flight` concurrent requests; returns the statuses by
+    /// order id.
+    pub async fn run(&self, api: &Api, in_flight: usize) -> Vec<(String, StatusCode)> {
+        run_checkouts(api, &self.orders, in_flight).await
+    }
+}
+
+/// Checks out `orders` with `in_flight` concurrent clients.
+pub async fn run_checkouts(
+    api: &Api,
+    orders: &[String],
+    in_flight: usize,
+) -> Vec<(String, StatusCode)> {
+    let queue = std::sync::Arc::new(tokio::sync::Mutex::new(orders.to_vec()));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let queue = queue.clone();
+        let api = api.clone();
+        workers.spawn(async move {
+            let mut results = Vec::new();
+            loop {
+                let Some(order) = queue.lock().await.pop() else {
+                    return results;
+                };
+                let status = api.checkout(&order).await;
+                results.push((order, status));
+            }
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        results.extend(done.expect("checkout worker"));
+    }
+    results
+}
+
+/// Every 200 applied, every 4xx not, and the ledger balanced; no 5xx.
+pub async fn assert_checkouts_exact(
+    system: &System,
+    api: &Api,
+    results: &[(String, StatusCode)],
+    initial_stock: i64,
+    initial_credit: i64,
+) {
+    let server_errors: Vec<_> = results
+        .iter()
+        .filter(|(_, s)| s.is_server_error())
+        .collect();
+    assert!(server_errors.is_empty(), "5xx replies: {server_errors:?}");
+    for (order, status) in results {
+        let paid = api.order(order).await.paid;
+        assert_eq!(
+            paid,
+            status.is_success(),
+            "order {order}: reply {status} but paid = {paid}"
+        );
+    }
+    let ledger = ledger(system, initial_stock, initial_credit).await;
+    let successes = results.iter().filter(|(_, s)| s.is_success()).count() as i64;
+    assert_eq!(ledger.paid_orders, successes, "paid orders vs 200 replies");
+    assert_eq!(
+        ledger.stock_sold, ledger.paid_total,
+        "stock sold vs paid totals"
+    );
+    assert_eq!(
+        ledger.credit_spent, ledger.paid_total,
+        "credit spent vs paid totals"
+    );
+}

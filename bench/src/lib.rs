@@ -1,0 +1,143 @@
+//! `wdm-bench`: what the checkout system does on this machine, in numbers.
+//!
+//! It starts a private copy of the whole system (four PostgreSQL instances, two instances of
+//! each service, the coordinator and HAProxy, on free ports in a scratch directory) from the
+//! release binaries next to its own executable, drives it through the public gateway with its
+//! own load generator ([`load`]), and prints a table; the same figures go to
+//! `target/bench/latest.json`. It is a benchmark, not a test: it asserts nothing about timing.
+//!
+//! Sections ([`sections::Section`]), in the order they run so that loaded data is reused:
+//! - `batch`: wall time of `batch_init` of 100,000 users, items and orders;
+//! - `crud`: `GET /stock/find` and `POST /stock/add` at 64 clients (the floor every request
+//!   pays: HAProxy, axum, one PostgreSQL statement);
+//! - `checkout`: fresh checkouts (each order once) at 16 and 64 clients;
+//! - `ceiling`: the same checkouts as ONE local transaction in ONE database, at the same
+//!   concurrency, and the ratio checkout/ceiling;
+//! - `stress`: the course's stress scenario, random orders checked out again and again;
+//! - `consistency`: the course's consistency scenario (1000 checkouts of 100 units of stock).
+//!
+//! Why the ceiling is the right comparison: a checkout changes an order row, two item rows
+//! and a user row, all or nothing. The cheapest correct way to do that is one transaction in
+//! one database: lock the order, check it is unpaid, subtract stock and credit, set paid,
+//! commit (one fsync). The ceiling runs exactly that, on the same rows (the orders are copied
+//! from the order database), on a PostgreSQL instance of the same system with the same
+//! durability settings, from the same number of clients. Everything the distributed checkout
+//! costs beyond it (HTTP hops, PREPARE TRANSACTION and COMMIT PREPARED on three databases,
+//! the coordinator's logged decision) is the price of splitting the data into services;
+//! the ratio says how much of the single-database throughput survives that split.
+//!
+//! The load generator runs in this process, on the same cores as the system: figures are for
+//! the machine as a whole, client included.
+
+pub mod gateway;
+pub mod load;
+pub mod report;
+pub mod sections;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::report::{Machine, Report};
+use crate::sections::{Bench, Scale, Section};
+
+/// Command-line options of `wdm-bench` (`scripts/bench` passes its arguments through).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "wdm-bench",
+    about = "Throughput and latency of the checkout system on this machine"
+)]
+pub struct Options {
+    /// Seconds per measured phase (default 10, or 2 with --quick).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
+
+    /// Short phases and batches of 10,000 rows instead of 100,000: a smoke run.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Run only these sections (comma-separated), in their usual order.
+    #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',', value_enum)]
+    pub only: Vec<Section>,
+
+    /// Concurrent clients in the stress section.
+    #[arg(long, default_value_t = 64)]
+    pub stress_clients: usize,
+
+    /// Where the service binaries are (default: the directory of this executable).
+    #[arg(long, env = "WDM_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// Where to write the results as JSON (default: `<target>/bench/latest.json`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Starts the system, runs the chosen sections, prints the table and writes the JSON.
+/// A failing section is reported and the others still run; the exit status is then non-zero.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let exe_dir = std::env::current_exe()
+        .context("locating the wdm-bench executable")?
+        .parent()
+        .map(PathBuf::from)
+        .context("the executable has no directory")?;
+    let bin_dir = options.bin_dir.clone().unwrap_or_else(|| exe_dir.clone());
+    let json_path = options.json.clone().unwrap_or_else(|| {
+        // target/release/wdm-bench -> target/bench/latest.json
+        exe_dir
+            .parent()
+            .unwrap_or(&exe_dir)
+            .join("bench")
+            .join("latest.json")
+    });
+    let scale = Scale::new(options.quick, options.duration.map(Duration::from_secs));
+    let sections = Section::selected(&options.only);
+
+    let machine = Machine::detect();
+    let mut report = Report::new(machine, &scale, &sections, options.stress_clients);
+    println!("{}", report.header());
+
+    eprintln!("starting the system from {}", bin_dir.display());
+    let interrupted = tokio::select! {
+        result = run_sections(&bin_dir, scale, options.stress_clients, &sections, &mut report) => {
+            result?;
+            false
+        }
+        // Dropping the run drops the system, which stops every process it started.
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    if interrupted {
+        report.note("interrupted (Ctrl-C): figures are partial".to_owned());
+    }
+
+    print!("{}", report.table());
+    report
+        .write_json(&json_path)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    eprintln!("wrote {}", json_path.display());
+    if report.failed() || interrupted {
+        anyhow::bail!("some sections did not complete (see the notes above)");
+    }
+    Ok(())
+}
+
+async fn run_sections(
+    bin_dir: &std::path::Path,
+    scale: Scale,
+    stress_clients: usize,
+    sections: &[Section],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut bench = Bench::start(bin_dir, scale, stress_clients).await?;
+    for section in sections {
+        eprintln!("== {}", section.name());
+        if let Err(error) = section.run(&mut bench, report).await {
+            eprintln!("{} failed: {error:#}", section.name());
+            report.fail(*section, format!("{error:#}"));
+        }
+    }
+    eprintln!("stopping the system");
+    Ok(())
+}

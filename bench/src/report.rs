@@ -1,0 +1,310 @@
+//! The results: the machine they were measured on, one row per measurement, notes (ratios,
+//! sanity counts, failures); printed as an aligned table and written as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::load::Stats;
+use crate::sections::{Scale, Section};
+
+/// Where the figures come from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub cpu: String,
+    pub memory_gib: Option<u64>,
+    pub date: String,
+    /// `git describe` of the workspace the bench was built from.
+    pub commit: String,
+}
+
+impl Machine {
+    pub fn detect() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .and_then(|rest| rest.split_once(':'))
+            .map_or_else(
+                || "unknown CPU".to_owned(),
+                |(_, name)| name.trim().to_owned(),
+            );
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_gib = meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| (kib + (1 << 19)) >> 20);
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(0, usize::from),
+            cpu,
+            memory_gib,
+            date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            commit: git_describe(),
+        }
+    }
+}
+
+fn git_describe() -> String {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(workspace)
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |output| String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        )
+}
+
+/// How the run was configured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub quick: bool,
+    pub phase_seconds: f64,
+    pub rows: i64,
+    pub stress_clients: usize,
+    pub sections: Vec<&'static str>,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub section: &'static str,
+    pub measurement: String,
+    pub clients: Option<usize>,
+    /// Requests, transactions or rows.
+    pub count: Option<u64>,
+    pub seconds: f64,
+    pub per_second: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub non_2xx: Option<u64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub non_2xx_by_status: BTreeMap<u16, u64>,
+    /// No answer at all (connection errors, timeouts, database errors).
+    pub failed: Option<u64>,
+}
+
+impl Row {
+    /// A single timed step (a `batch_init`, a set-up phase).
+    pub fn timing(
+        section: Section,
+        measurement: String,
+        rows: Option<u64>,
+        took: Duration,
+    ) -> Self {
+        Row {
+            section: section.name(),
+            measurement,
+            clients: None,
+            count: rows,
+            seconds: took.as_secs_f64(),
+            per_second: None,
+            p50_ms: None,
+            p99_ms: None,
+            non_2xx: None,
+            non_2xx_by_status: BTreeMap::new(),
+            failed: None,
+        }
+    }
+
+    /// A load run.
+    pub fn load(section: Section, measurement: String, clients: usize, stats: &Stats) -> Self {
+        let millis = |fraction| stats.percentile(fraction).map(|d| d.as_secs_f64() * 1e3);
+        Row {
+            section: section.name(),
+            measurement,
+            clients: Some(clients),
+            count: Some(stats.count()),
+            seconds: stats.elapsed.as_secs_f64(),
+            per_second: Some(stats.per_second()),
+            p50_ms: millis(0.50),
+            p99_ms: millis(0.99),
+            non_2xx: Some(stats.rejected_total()),
+            non_2xx_by_status: stats.rejected.clone(),
+            failed: Some(stats.failed),
+        }
+    }
+}
+
+/// A section that did not complete, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub section: &'static str,
+    pub error: String,
+}
+
+/// Everything measured in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub settings: Settings,
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+    pub failures: Vec<Failure>,
+}
+
+impl Report {
+    pub fn new(
+        machine: Machine,
+        scale: &Scale,
+        sections: &[Section],
+        stress_clients: usize,
+    ) -> Self {
+        Report {
+            machine,
+            settings: Settings {
+                quick: scale.quick,
+                phase_seconds: scale.duration.as_secs_f64(),
+                rows: scale.rows,
+                stress_clients,
+                sections: sections.iter().map(|section| section.name()).collect(),
+            },
+            rows: Vec::new(),
+            notes: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, row: Row) {
+        self.rows.push(row);
+    }
+
+    pub fn note(&mut self, note: String) {
+        eprintln!("note: {note}");
+        self.notes.push(note);
+    }
+
+    pub fn fail(&mut self, section: Section, error: String) {
+        self.failures.push(Failure {
+            section: section.name(),
+            error,
+        });
+    }
+
+    pub fn failed(&self) -> bool {
+        !self.failures.is_empty()
+    }
+
+    /// The line that says where and how the figures were taken.
+    pub fn header(&self) -> String {
+        let machine = &self.machine;
+        let memory = machine
+            .memory_gib
+            .map_or_else(String::new, |gib| format!(", {gib} GiB"));
+        format!(
+            "wdm-bench {date}: nproc {nproc} ({cpu}{memory}), commit {commit}; \
+             {seconds} s phases, {rows} rows{quick}, sections {sections}",
+            date = machine.date,
+            nproc = machine.nproc,
+            cpu = machine.cpu,
+            commit = machine.commit,
+            seconds = self.settings.phase_seconds,
+            rows = self.settings.rows,
+            quick = if self.settings.quick {
+                " (--quick)"
+            } else {
+                ""
+            },
+            sections = self.settings.sections.join(","),
+        )
+    }
+
+    /// The rows as an aligned table, then the notes and failures.
+    pub fn table(&self) -> String {
+        const HEADINGS: [&str; 10] = [
+            "section",
+            "measurement",
+            "clients",
+            "count",
+            "seconds",
+            "per s",
+            "p50 ms",
+            "p99 ms",
+            "non-2xx",
+            "failed",
+        ];
+        let cells: Vec<[String; 10]> = self.rows.iter().map(row_cells).collect();
+        let mut widths = HEADINGS.map(str::len);
+        for row in &cells {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.len());
+            }
+        }
+        let mut out = String::new();
+        let mut line = |cells: &[String; 10]| {
+            let mut text = String::new();
+            for (column, (cell, width)) in cells.iter().zip(widths).enumerate() {
+                // Text columns left-aligned, numbers right-aligned.
+                let _ = if column < 2 {
+                    write!(text, "{cell:<width$}  ")
+                } else {
+                    write!(text, "{cell:>width$}  ")
+                };
+            }
+            let _ = writeln!(out, "{}", text.trim_end());
+        };
+        line(&HEADINGS.map(str::to_owned));
+        line(&widths.map(|width| "-".repeat(width)));
+        for row in &cells {
+            line(row);
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "{note}");
+        }
+        for failure in &self.failures {
+            let _ = writeln!(out, "FAILED {}: {}", failure.section, failure.error);
+        }
+        out
+    }
+
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let json = serde_json::to_string_pretty(self).context("serialising the report")?;
+        std::fs::write(path, json + "\n")?;
+        Ok(())
+    }
+}
+
+fn row_cells(row: &Row) -> [String; 10] {
+    let count = |value: Option<u64>| value.map_or_else(String::new, |n| n.to_string());
+    let millis = |value: Option<f64>| {
+        value.map_or_else(String::new, |ms| {
+            if ms < 10.0 {
+                format!("{ms:.2}")
+            } else {
+                format!("{ms:.1}")
+            }
+        })
+    };
+    [
+        row.section.to_owned(),
+        row.measurement.clone(),
+        row.clients.map_or_else(String::new, |n| n.to_string()),
+        count(row.count),
+        format!("{:.2}", row.seconds),
+        row.per_second
+            .map_or_else(String::new, |rate| format!("{rate:.0}")),
+        millis(row.p50_ms),
+        millis(row.p99_ms),
+        count(row.non_2xx),
+        count(row.failed),
+    ]
+}

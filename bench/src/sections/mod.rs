@@ -1,0 +1,271 @@
+//! The measured sections and what they share: the running system, the gateway client, and
+//! which batch-loaded data is in place, so that a section loads only what it lacks.
+
+mod batch;
+mod ceiling;
+mod checkout;
+mod consistency;
+mod crud;
+mod stress;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use launcher::{Instances, ScratchDir, Service, System, SystemConfig};
+
+use crate::gateway::Gateway;
+use crate::load::{self, Load, Stats};
+use crate::report::Report;
+
+/// Starting credit of every batch-loaded user and starting stock of every batch-loaded item:
+/// enough that no checkout of the bench runs out.
+pub const PLENTY: i64 = 1_000_000;
+/// Price of every batch-loaded item (an order of two items costs 2).
+pub const ITEM_PRICE: i64 = 1;
+
+/// A section of the run, by its command-line name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Section {
+    Batch,
+    Crud,
+    Checkout,
+    Ceiling,
+    Stress,
+    Consistency,
+}
+
+impl Section {
+    /// Run order: `batch` loads what `crud`, `checkout` and `ceiling` use; `consistency`
+    /// overwrites item 0 and users 0..999, so it comes last.
+    pub const ALL: [Section; 6] = [
+        Section::Batch,
+        Section::Crud,
+        Section::Checkout,
+        Section::Ceiling,
+        Section::Stress,
+        Section::Consistency,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Batch => "batch",
+            Section::Crud => "crud",
+            Section::Checkout => "checkout",
+            Section::Ceiling => "ceiling",
+            Section::Stress => "stress",
+            Section::Consistency => "consistency",
+        }
+    }
+
+    /// `only`, in run order and without repeats; every section when empty.
+    pub fn selected(only: &[Section]) -> Vec<Section> {
+        Section::ALL
+            .into_iter()
+            .filter(|section| only.is_empty() || only.contains(section))
+            .collect()
+    }
+
+    pub async fn run(self, bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
+        match self {
+            Section::Batch => batch::run(bench, report).await,
+            Section::Crud => crud::run(bench, report).await,
+            Section::Checkout => checkout::run(bench, report).await,
+            Section::Ceiling => ceiling::run(bench, report).await,
+            Section::Stress => stress::run(bench, report).await,
+            Section::Consistency => consistency::run(bench, report).await,
+        }
+    }
+}
+
+/// How big and how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Scale {
+    /// Users, items and orders loaded by `batch_init`.
+    pub rows: i64,
+    /// Each measured phase.
+    pub duration: Duration,
+    pub quick: bool,
+}
+
+impl Scale {
+    pub fn new(quick: bool, duration: Option<Duration>) -> Self {
+        let (rows, default_duration) = if quick {
+            (10_000, Duration::from_secs(2))
+        } else {
+            (100_000, Duration::from_secs(10))
+        };
+        Scale {
+            rows,
+            duration: duration.unwrap_or(default_duration),
+            quick,
+        }
+    }
+
+    /// The concurrency levels of `checkout` and `ceiling`, each with its own range of order
+    /// ids, so that every order is checked out once in each section.
+    pub fn checkout_runs(&self) -> [(usize, std::ops::Range<i64>); 2] {
+        let half = self.rows / 2;
+        [(16, 0..half), (64, half..self.rows)]
+    }
+}
+
+/// State of the batch-loaded data ("0".."rows-1").
+#[derive(Debug, Default)]
+struct Loaded {
+    /// Users with [`PLENTY`] credit and items with [`PLENTY`] stock.
+    catalog: bool,
+    /// The orders exist.
+    orders: bool,
+    /// ...and none was checked out since they were loaded.
+    orders_unpaid: bool,
+}
+
+/// The running system and what the sections share. Dropping it stops the system.
+pub struct Bench {
+    /// Declared before the scratch directory: stopped before the directory is removed.
+    system: System,
+    _scratch: ScratchDir,
+    gateway: Gateway,
+    scale: Scale,
+    stress_clients: usize,
+    loaded: Loaded,
+    /// Fresh checkouts per second by clients, for the ceiling's ratio.
+    checkout_rates: BTreeMap<usize, f64>,
+}
+
+impl Bench {
+    /// Starts a private system on free ports with the binaries of `bin_dir`.
+    pub async fn start(
+        bin_dir: &Path,
+        scale: Scale,
+        stress_clients: usize,
+    ) -> anyhow::Result<Self> {
+        let scratch = ScratchDir::new("bench")?;
+        let config = SystemConfig::with_free_ports(scratch.path(), bin_dir, Instances::default())?;
+        let system = System::start(config).await.context("starting the system")?;
+        eprintln!(
+            "system up: gateway {}, data in {}",
+            system.gateway_url(),
+            scratch.path().display()
+        );
+        let gateway = Gateway::new(system.gateway_url())?;
+        Ok(Bench {
+            system,
+            _scratch: scratch,
+            gateway,
+            scale,
+            stress_clients,
+            loaded: Loaded::default(),
+            checkout_rates: BTreeMap::new(),
+        })
+    }
+
+    fn paths(&self) -> BatchPaths {
+        BatchPaths::new(self.scale.rows)
+    }
+
+    /// Loads users and items unless they are in place.
+    async fn ensure_catalog(&mut self) -> anyhow::Result<()> {
+        if !self.loaded.catalog {
+            eprintln!("loading {} users and items", self.scale.rows);
+            let paths = self.paths();
+            self.gateway.post_ok(&paths.users).await?;
+            self.gateway.post_ok(&paths.items).await?;
+            self.loaded.catalog = true;
+        }
+        Ok(())
+    }
+
+    /// Loads the orders unless they are in place (paid or not).
+    async fn ensure_orders(&mut self) -> anyhow::Result<()> {
+        if !self.loaded.orders {
+            self.reload_orders().await?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure no batch-loaded order is paid, reloading them if some were checked out.
+    async fn ensure_unpaid_orders(&mut self) -> anyhow::Result<()> {
+        if !self.loaded.orders_unpaid {
+            self.reload_orders().await?;
+        }
+        Ok(())
+    }
+
+    async fn reload_orders(&mut self) -> anyhow::Result<()> {
+        eprintln!("loading {} orders", self.scale.rows);
+        self.gateway.post_ok(&self.paths().orders).await?;
+        self.loaded.orders = true;
+        self.loaded.orders_unpaid = true;
+        Ok(())
+    }
+
+    /// Fresh checkouts of the batch-loaded orders `ids`, each once, from `clients` workers.
+    async fn checkout_each_once(
+        &mut self,
+        label: &str,
+        clients: usize,
+        ids: std::ops::Range<i64>,
+    ) -> anyhow::Result<Stats> {
+        self.loaded.orders_unpaid = false;
+        let gateway = self.gateway.clone();
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(ids.start));
+        let load = Load {
+            label: label.to_owned(),
+            clients,
+            duration: Some(self.scale.duration),
+        };
+        load::run(&load, move || {
+            let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let gateway = gateway.clone();
+            let end = ids.end;
+            async move {
+                if id >= end {
+                    return None;
+                }
+                let path = format!("/orders/checkout/{id}");
+                Some(gateway.call(reqwest::Method::POST, &path).await)
+            }
+        })
+        .await
+    }
+
+    fn database_url(&self, service: Service) -> String {
+        self.system.database_url(service)
+    }
+}
+
+/// The `batch_init` routes for `rows` users, items and orders.
+struct BatchPaths {
+    users: String,
+    items: String,
+    orders: String,
+}
+
+impl BatchPaths {
+    fn new(rows: i64) -> Self {
+        BatchPaths {
+            users: format!("/payment/batch_init/{rows}/{PLENTY}"),
+            items: format!("/stock/batch_init/{rows}/{PLENTY}/{ITEM_PRICE}"),
+            orders: format!("/orders/batch_init/{rows}/{rows}/{rows}/{ITEM_PRICE}"),
+        }
+    }
+}
+
+/// A uniformly random id of a batch-loaded row.
+fn random_id(rows: i64) -> i64 {
+    rand::random_range(0..rows)
+}
+
+/// The note a run gets when it took every id it was given before its time was up.
+fn exhausted_note(stats: &Stats, ids: &std::ops::Range<i64>) -> Option<String> {
+    (stats.count() >= (ids.end - ids.start) as u64).then(|| {
+        format!(
+            "ran out of orders ({}) after {:.1} s",
+            ids.end - ids.start,
+            stats.elapsed.as_secs_f64()
+        )
+    })
+}

@@ -1,0 +1,252 @@
+//! The order service on a fresh database, with a real stock service for prices. Checkout
+//! itself needs the coordinator and is covered by the system tests; here: the public routes,
+//! the order's own branch, and a checkout whose coordinator cannot be reached.
+
+use std::time::Duration;
+
+use order::{App, Config};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::{Executor, PgPool};
+use twopc::Gid;
+use uuid::Uuid;
+
+struct World {
+    base: String,
+    stock: String,
+    http: reqwest::Client,
+    pool: PgPool,
+}
+
+async fn world() -> World {
+    service_kit::telemetry::init_logs();
+    let stock_db = service_kit::testing::fresh_database().await;
+    let stock = participant_stock::App::build(participant_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: stock_db,
+        db_max_connections: 4,
+    })
+    .await
+    .unwrap();
+    let stock_url = format!("http://127.0.0.1:{}", stock.port());
+    tokio::spawn(stock.run_until(std::future::pending()));
+
+    let database_url = service_kit::testing::fresh_database().await;
+    let app = App::build(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: database_url.clone(),
+        stock_url: stock_url.parse().unwrap(),
+        // Nothing listens on the discard port: the coordinator is unreachable.
+        coordinator_url: "http://127.0.0.1:9".parse().unwrap(),
+        coordinator_timeout_ms: 5_000,
+        outcome_deadline_ms: 2_000,
+        db_max_connections: 4,
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    World {
+        base,
+        stock: stock_url,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        pool: PgPool::connect(&database_url).await.unwrap(),
+    }
+}
+
+impl World {
+    async fn send(&self, method: reqwest::Method, url: String) -> (StatusCode, String) {
+        let response = self.http.request(method, url).send().await.unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str) -> (StatusCode, String) {
+        self.send(reqwest::Method::POST, format!("{}{path}", self.base))
+            .await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let (status, body) = self
+            .send(reqwest::Method::GET, format!("{}{path}", self.base))
+            .await;
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    async fn item(&self, price: i64) -> String {
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                format!("{}/stock/item/create/{price}", self.stock),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_str::<Value>(&body).unwrap()["item_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn order(&self, user: &str) -> String {
+        let (status, body) = self.post(&format!("/orders/create/{user}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["order_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn prepare(&self, gid: &Gid, work: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}/_2pc/prepare", self.base))
+            .json(&json!({"gid": gid.to_string(), "lock_timeout_ms": 1000, "work": work}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn orders_keep_one_line_per_add_item_priced_by_the_stock_service() {
+    let world = world().await;
+    let a = world.item(5).await;
+    let b = world.item(7).await;
+    let order = world.order("u1").await;
+    for (item, quantity) in [(&a, 2), (&b, 1), (&a, 1)] {
+        let (status, body) = world
+            .post(&format!("/orders/addItem/{order}/{item}/{quantity}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, found) = world.get(&format!("/orders/find/{order}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        found,
+        json!({"order_id": order, "paid": false, "items": [[a, 2], [b, 1], [a, 1]], "user_id": "u1", "total_cost": 22})
+    );
+}
+
+#[tokio::test]
+async fn add_item_refuses_unknown_ids_bad_quantities_and_overflow_and_changes_nothing() {
+    let world = world().await;
+    let item = world.item(i64::MAX / 2).await;
+    let order = world.order("u1").await;
+    for path in [
+        format!("/orders/addItem/nope/{item}/1"),
+        format!("/orders/addItem/{order}/nope/1"),
+        format!("/orders/addItem/{order}/{item}/0"),
+        format!("/orders/addItem/{order}/{item}/-1"),
+        format!("/orders/addItem/{order}/{item}/x"),
+        format!("/orders/addItem/{order}/{item}/3"),
+    ] {
+        let (status, body) = world.post(&path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+    }
+    let (_, found) = world.get(&format!("/orders/find/{order}")).await;
+    assert_eq!(
+        (found["items"].clone(), found["total_cost"].clone()),
+        (json!([]), json!(0))
+    );
+}
+
+#[tokio::test]
+async fn batch_init_creates_numbered_unpaid_orders_of_two_items() {
+    let world = world().await;
+    let (status, body) = world.post("/orders/batch_init/100/10/5/4").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, found) = world.get("/orders/find/99").await;
+    assert_eq!(found["total_cost"], 8);
+    assert_eq!(found["paid"], false);
+    assert_eq!(found["items"].as_array().unwrap().len(), 2);
+    let user: i64 = found["user_id"].as_str().unwrap().parse().unwrap();
+    assert!((0..5).contains(&user));
+    let (status, _) = world.get("/orders/find/100").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_order_branch_marks_the_order_paid_only_once_committed() {
+    let world = world().await;
+    let order = world.order("u1").await;
+    let gid = Gid::new("c1", Uuid::new_v4(), "order").unwrap();
+    let (status, vote) = world
+        .prepare(&gid, json!({"order_id": order, "version": 0}))
+        .await;
+    assert_eq!(
+        (status, vote["vote"].clone()),
+        (StatusCode::OK, json!("yes"))
+    );
+    let (_, found) = world.get(&format!("/orders/find/{order}")).await;
+    assert_eq!(found["paid"], false, "not visible before COMMIT PREPARED");
+
+    twopc::finish::commit_prepared(&world.pool, &gid)
+        .await
+        .unwrap();
+    let (_, found) = world.get(&format!("/orders/find/{order}")).await;
+    assert_eq!(found["paid"], true);
+}
+
+#[tokio::test]
+async fn the_order_branch_votes_no_for_a_paid_changed_or_unknown_order() {
+    let world = world().await;
+    let item = world.item(1).await;
+    let order = world.order("u1").await;
+    world
+        .post(&format!("/orders/addItem/{order}/{item}/1"))
+        .await;
+
+    let vote = |code: &str| json!({"vote": "no", "code": code});
+    for (work, code) in [
+        (json!({"order_id": order, "version": 0}), "order_changed"),
+        (json!({"order_id": "nope", "version": 0}), "unknown_order"),
+    ] {
+        let gid = Gid::new("c1", Uuid::new_v4(), "order").unwrap();
+        let (status, answer) = world.prepare(&gid, work).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["vote"], vote(code)["vote"]);
+        assert_eq!(answer["code"], code);
+    }
+    world
+        .pool
+        .execute(format!("update orders set paid = true where id = '{order}'").as_str())
+        .await
+        .unwrap();
+    let gid = Gid::new("c1", Uuid::new_v4(), "order").unwrap();
+    let (_, answer) = world
+        .prepare(&gid, json!({"order_id": order, "version": 1}))
+        .await;
+    assert_eq!(answer["code"], "already_paid");
+    let prepared: i64 = sqlx::query_scalar(
+        "select count(*) from pg_prepared_xacts where database = current_database()",
+    )
+    .fetch_one(&world.pool)
+    .await
+    .unwrap();
+    assert_eq!(prepared, 0);
+}
+
+#[tokio::test]
+async fn a_checkout_whose_coordinator_cannot_be_reached_is_refused_and_changes_nothing() {
+    let world = world().await;
+    let item = world.item(1).await;
+    let order = world.order("u1").await;
+    world
+        .post(&format!("/orders/addItem/{order}/{item}/1"))
+        .await;
+    let (status, body) = world.post(&format!("/orders/checkout/{order}")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (_, found) = world.get(&format!("/orders/find/{order}")).await;
+    assert_eq!(found["paid"], false);
+}
+
+#[tokio::test]
+async fn checkout_of_an_unknown_order_is_a_400() {
+    let world = world().await;
+    let (status, _) = world.post("/orders/checkout/nope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

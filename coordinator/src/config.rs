@@ -66,6 +66,13 @@ pub struct Config {
     #[arg(long, env = "PREPARE_TIMEOUT_MS", default_value_t = 10_000)]
     pub prepare_timeout_ms: u64,
 
+    /// Longest phase one that may still end in a commit decision: a transaction whose votes
+    /// took longer aborts instead. Recovery tools may therefore treat an undecided branch
+    /// older than this (plus the decision write) as aborted; `wdm-recovery`'s default grace
+    /// (60 s) stays above it.
+    #[arg(long, env = "MAX_PHASE_ONE_MS", default_value_t = 30_000)]
+    pub max_phase_one_ms: u64,
+
     /// How long a reply waits for phase two before it is handed to recovery.
     #[arg(long, env = "PHASE_TWO_WAIT_MS", default_value_t = 5_000)]
     pub phase_two_wait_ms: u64,
@@ -97,6 +104,10 @@ impl Config {
         prepare
             .saturating_sub(Duration::from_millis(1_500))
             .max(prepare / 2)
+    }
+
+    pub fn max_phase_one(&self) -> Duration {
+        Duration::from_millis(self.max_phase_one_ms)
     }
 
     pub fn phase_two_wait(&self) -> Duration {

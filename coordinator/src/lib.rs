@@ -10,8 +10,10 @@
 //! * [`protocol`]: presumed-abort 2PC, branches prepared in the global lock order.
 //! * [`log`]: the decision log in the coordinator's own database: group commit, identity lock.
 //! * [`recovery`]: finishing in-doubt branches, shared with the `wdm-recovery` CLI.
+//! * [`cli`]: the `wdm-recovery` operators' tool.
 //! * [`routes`]: `POST /_2pc/transactions`, `GET /_2pc/transactions/{txid}`, health, metrics.
 
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod failpoint;

@@ -294,3 +294,73 @@ pub async fn unfinished_all(pool: &PgPool) -> Result<HashMap<Uuid, Decision>, sq
         .map(|row| decision_from_row(row).map(|d| (d.txid, d)))
         .collect()
 }
+
+/// Of `txids`, those with a decision record, and whether that record is finished.
+pub async fn recorded(pool: &PgPool, txids: &[Uuid]) -> Result<HashMap<Uuid, bool>, sqlx::Error> {
+    if txids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, bool)> =
+        sqlx::query_as("select txid, finished_at is not null from decisions where txid = any($1)")
+            .bind(txids.to_vec())
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Records what an operator did by hand (recovery CLI).
+pub async fn record_operator_action(
+    pool: &PgPool,
+    gid: &str,
+    action: &str,
+    forced: bool,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into operator_actions (gid, action, forced, reason) values ($1, $2, $3, $4)",
+    )
+    .bind(gid)
+    .bind(action)
+    .bind(forced)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A hazard an operator has not resolved yet.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Hazard {
+    pub gid: String,
+    pub txid: Uuid,
+    pub participant: String,
+    pub detected_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn open_hazards(pool: &PgPool) -> Result<Vec<Hazard>, sqlx::Error> {
+    let rows: Vec<(String, Uuid, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "select gid, txid, participant, detected_at from hazards \
+         where resolved_at is null order by detected_at, gid",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(gid, txid, participant, detected_at)| Hazard {
+            gid,
+            txid,
+            participant,
+            detected_at,
+        })
+        .collect())
+}
+
+/// Deletes finished decision records older than `retention`; returns how many.
+pub async fn gc_finished(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let done =
+        sqlx::query("delete from decisions where finished_at < now() - make_interval(secs => $1)")
+            .bind(retention.as_secs_f64())
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected())
+}

@@ -8,7 +8,10 @@
 //!    for a lone checkout but deadlocks under the consistency test's hot item.
 //! 2. Any no vote, error or timeout decides ABORT; nothing is logged for it.
 //! 3. All yes: the COMMIT decision is forced to the log (group commit). That write is the
-//!    commit point.
+//!    commit point. A phase one that took longer than `max_phase_one` (30 s by default) aborts
+//!    instead, so a branch without a decision that is older than that bound is never decided
+//!    later: the recovery CLI, which cannot see this process's in-flight set, relies on it
+//!    for its grace period.
 //! 4. Phase two finishes every branch directly in its participant's database, in parallel,
 //!    retrying until done. The caller gets its answer when phase two is done or after
 //!    `phase_two_wait`, when the still-running task (and recovery) own the rest.
@@ -78,6 +81,14 @@ pub async fn run(app: &App, request: TransactionRequest) -> Result<Outcome, Requ
         if index == 0 {
             failpoint::hit(failpoint::AFTER_FIRST_PREPARE);
         }
+    }
+
+    if refusal.is_none() && started.elapsed() > app.config.max_phase_one() {
+        tracing::warn!(%txid, elapsed = ?started.elapsed(), "phase one over its bound; abort");
+        refusal = Some((
+            "coordinator".to_owned(),
+            Refusal::transient("timeout", "the transaction took too long, try again"),
+        ));
     }
 
     let outcome = match refusal {

@@ -71,8 +71,23 @@ impl fmt::Display for Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogState {
+    /// An unfinished commit decision.
     Commit,
+    /// A commit decision already marked finished, yet a branch of it is still prepared (the
+    /// record was finished by hand or by an older version): the branch must still commit.
+    Finished,
+    /// No record: presumed abort.
     NoRecord,
+}
+
+impl fmt::Display for LogState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogState::Commit => "commit",
+            LogState::Finished => "finished",
+            LogState::NoRecord => "no-record",
+        })
+    }
 }
 
 /// One in-doubt branch and the verdict on it.
@@ -121,6 +136,24 @@ pub struct Applied {
     pub hazards: usize,
     pub left: usize,
     pub errors: Vec<String>,
+    /// What happened to each planned branch, in plan order.
+    pub results: Vec<ItemResult>,
+}
+
+/// The outcome of one planned branch.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemResult {
+    pub gid: String,
+    pub action: Action,
+    /// `committed`, `rolled-back`, `hazard`, `left`, `busy`, `nothing-to-do` or `error: ...`.
+    pub result: String,
+}
+
+impl Applied {
+    /// Nothing is left in doubt and nothing went wrong.
+    pub fn is_clean(&self) -> bool {
+        self.left == 0 && self.hazards == 0 && self.errors.is_empty()
+    }
 }
 
 impl Recovery<'_> {
@@ -226,15 +259,30 @@ impl Recovery<'_> {
             }
         }
 
-        // Undecided branches: presumed abort.
+        // Branches without an unfinished decision. A record may still exist: finished (by
+        // hand), or written after T was read; either way the decision is commit.
+        let undecided: Vec<Uuid> = q
+            .values()
+            .flatten()
+            .map(|b| b.gid.txid())
+            .filter(|txid| !t.contains_key(txid))
+            .collect();
+        let late = log::recorded(self.log, &undecided).await?;
         for branch in q.values().flatten() {
             let txid = branch.gid.txid();
             if t.contains_key(&txid) {
                 continue;
             }
             let text = branch.gid.to_string();
+            let log_state = match late.get(&txid) {
+                Some(true) => LogState::Finished,
+                Some(false) => LogState::Commit,
+                None => LogState::NoRecord,
+            };
             let action = if a.contains(&txid) {
                 Action::InFlight
+            } else if log_state != LogState::NoRecord {
+                Action::Commit
             } else if !in_p.contains_key(&text) {
                 Action::NextRound
             } else if now - branch.prepared_at
@@ -251,7 +299,7 @@ impl Recovery<'_> {
                 participant: branch.gid.participant().to_owned(),
                 prepared_at: Some(branch.prepared_at),
                 age_seconds: Some(age(now, branch.prepared_at)),
-                log: LogState::NoRecord,
+                log: log_state,
                 marker: None,
                 action,
             });
@@ -266,63 +314,20 @@ impl Recovery<'_> {
         let mut applied = Applied::default();
         let mut blocked: HashSet<Uuid> = HashSet::new();
         for item in &plan.items {
-            let Some(participant) = self.participants.get(&item.participant) else {
-                applied.left += 1;
-                continue;
-            };
-            match item.action {
-                Action::Commit => {
-                    match finish::commit_prepared(&participant.pool, &item.parsed).await {
-                        Ok(CommitResult::Committed | CommitResult::AlreadyCommitted) => {
-                            applied.committed += 1;
-                            count_action("commit");
-                            tracing::info!(gid = %item.gid, "recovery committed branch");
-                        }
-                        Ok(CommitResult::Lost) => {
-                            applied.hazards += 1;
-                            blocked.insert(item.txid);
-                            hazard(self.log, &item.parsed).await;
-                        }
-                        Ok(CommitResult::Busy) => {
-                            applied.left += 1;
-                            blocked.insert(item.txid);
-                        }
-                        Err(error) => {
-                            blocked.insert(item.txid);
-                            applied.errors.push(format!("{}: {error}", item.gid));
-                        }
-                    }
-                }
-                Action::Rollback => {
-                    match finish::rollback_prepared(&participant.pool, &item.parsed).await {
-                        Ok(RollbackResult::RolledBack | RollbackResult::NotPrepared) => {
-                            applied.rolled_back += 1;
-                            count_action("rollback");
-                            tracing::info!(gid = %item.gid, "recovery rolled back branch (presumed abort)");
-                        }
-                        Ok(RollbackResult::WasCommitted) => {
-                            tracing::info!(gid = %item.gid, "branch committed meanwhile; nothing to undo");
-                        }
-                        Ok(RollbackResult::Busy) => applied.left += 1,
-                        Err(error) => applied.errors.push(format!("{}: {error}", item.gid)),
-                    }
-                }
-                Action::Hazard => {
-                    applied.hazards += 1;
-                    blocked.insert(item.txid);
-                    hazard(self.log, &item.parsed).await;
-                }
-                Action::AlreadyCommitted => {}
-                Action::InFlight | Action::TooYoung | Action::NextRound => {
-                    applied.left += 1;
-                    blocked.insert(item.txid);
-                }
+            let result = self.apply_item(item, &mut applied).await;
+            if !matches!(result, Done::Committed | Done::NothingToDo) {
+                blocked.insert(item.txid);
             }
+            applied.results.push(ItemResult {
+                gid: item.gid.clone(),
+                action: item.action,
+                result: result.to_string(),
+            });
         }
         // A decision is finished once none of its branches is left open.
         let mut finish: Vec<Uuid> = plan.finishable.clone();
         for item in &plan.items {
-            if item.log == LogState::Commit
+            if item.log != LogState::NoRecord
                 && !blocked.contains(&item.txid)
                 && !finish.contains(&item.txid)
             {
@@ -340,6 +345,95 @@ impl Recovery<'_> {
             }
         }
         applied
+    }
+
+    async fn apply_item(&self, item: &Item, applied: &mut Applied) -> Done {
+        let Some(participant) = self.participants.get(&item.participant) else {
+            applied.left += 1;
+            return Done::Left;
+        };
+        match item.action {
+            Action::Commit => {
+                match finish::commit_prepared(&participant.pool, &item.parsed).await {
+                    Ok(CommitResult::Committed | CommitResult::AlreadyCommitted) => {
+                        applied.committed += 1;
+                        count_action("commit");
+                        tracing::info!(gid = %item.gid, "recovery committed branch");
+                        Done::Committed
+                    }
+                    Ok(CommitResult::Lost) => {
+                        applied.hazards += 1;
+                        hazard(self.log, &item.parsed).await;
+                        Done::Hazard
+                    }
+                    Ok(CommitResult::Busy) => {
+                        applied.left += 1;
+                        Done::Busy
+                    }
+                    Err(error) => {
+                        applied.errors.push(format!("{}: {error}", item.gid));
+                        Done::Error(error.to_string())
+                    }
+                }
+            }
+            Action::Rollback => {
+                match finish::rollback_prepared(&participant.pool, &item.parsed).await {
+                    Ok(RollbackResult::RolledBack | RollbackResult::NotPrepared) => {
+                        applied.rolled_back += 1;
+                        count_action("rollback");
+                        tracing::info!(gid = %item.gid, "recovery rolled back branch (presumed abort)");
+                        Done::RolledBack
+                    }
+                    Ok(RollbackResult::WasCommitted) => {
+                        tracing::info!(gid = %item.gid, "branch committed meanwhile; nothing to undo");
+                        Done::NothingToDo
+                    }
+                    Ok(RollbackResult::Busy) => {
+                        applied.left += 1;
+                        Done::Busy
+                    }
+                    Err(error) => {
+                        applied.errors.push(format!("{}: {error}", item.gid));
+                        Done::Error(error.to_string())
+                    }
+                }
+            }
+            Action::Hazard => {
+                applied.hazards += 1;
+                hazard(self.log, &item.parsed).await;
+                Done::Hazard
+            }
+            Action::AlreadyCommitted => Done::NothingToDo,
+            Action::InFlight | Action::TooYoung | Action::NextRound => {
+                applied.left += 1;
+                Done::Left
+            }
+        }
+    }
+}
+
+/// What [`Recovery::apply`] did with one item.
+enum Done {
+    Committed,
+    RolledBack,
+    NothingToDo,
+    Hazard,
+    Busy,
+    Left,
+    Error(String),
+}
+
+impl fmt::Display for Done {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Done::Committed => f.write_str("committed"),
+            Done::RolledBack => f.write_str("rolled-back"),
+            Done::NothingToDo => f.write_str("nothing-to-do"),
+            Done::Hazard => f.write_str("hazard"),
+            Done::Busy => f.write_str("busy"),
+            Done::Left => f.write_str("left"),
+            Done::Error(error) => write!(f, "error: {error}"),
+        }
     }
 }
 

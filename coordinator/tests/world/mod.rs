@@ -1,0 +1,136 @@
+//! The in-doubt states the recovery tests build on purpose: a fresh decision log and two fresh
+//! participant databases on the shared test server, branches prepared with the participant-side
+//! protocol code.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use coordinator::{
+    config::ParticipantSpec, inflight::InFlight, participants::Participants, recovery::Recovery,
+    MIGRATIONS,
+};
+use sqlx::{Executor, PgPool};
+use twopc::{branch::Branch, Gid};
+use uuid::Uuid;
+
+pub struct World {
+    pub log: PgPool,
+    pub participants: Participants,
+    pub pools: Vec<PgPool>,
+    /// The participants as the coordinator's environment lists them.
+    pub specs: Vec<ParticipantSpec>,
+    pub log_url: String,
+}
+
+pub const NAMES: [&str; 2] = ["alpha", "beta"];
+
+pub async fn world() -> World {
+    let log_url = service_kit::testing::fresh_database().await;
+    let log = PgPool::connect(&log_url).await.unwrap();
+    MIGRATIONS.run(&log).await.unwrap();
+    let mut specs = Vec::new();
+    let mut pools = Vec::new();
+    for name in NAMES {
+        let url = service_kit::testing::fresh_database().await;
+        let pool = PgPool::connect(&url).await.unwrap();
+        pool.execute(
+            "create table twopc_markers (gid text primary key, created_at timestamptz not null default now());
+             create table rows (id text primary key);",
+        )
+        .await
+        .unwrap();
+        pools.push(pool);
+        specs.push(ParticipantSpec {
+            name: name.to_owned(),
+            base_url: "http://127.0.0.1:9".to_owned(),
+            database_url: url,
+        });
+    }
+    let participants = Participants::connect(&specs, 4).unwrap();
+    World {
+        log,
+        participants,
+        pools,
+        specs,
+        log_url,
+    }
+}
+
+impl World {
+    pub fn recovery<'a>(
+        &'a self,
+        in_flight: Option<&'a InFlight>,
+        grace: Duration,
+    ) -> Recovery<'a> {
+        Recovery {
+            coordinator: Some("c1"),
+            log: &self.log,
+            participants: &self.participants,
+            in_flight,
+            grace,
+        }
+    }
+
+    /// Prepares a branch that inserts `row` into participant `index`.
+    pub async fn prepare(&self, index: usize, coordinator: &str, txid: Uuid, row: &str) -> Gid {
+        let gid = Gid::new(coordinator, txid, NAMES[index]).unwrap();
+        let mut branch = Branch::begin(&self.pools[index], &gid, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap();
+        sqlx::query("insert into rows (id) values ($1)")
+            .bind(row)
+            .execute(branch.tx())
+            .await
+            .unwrap();
+        branch.prepare().await.unwrap();
+        gid
+    }
+
+    pub async fn log_commit(&self, coordinator: &str, txid: Uuid) {
+        sqlx::query("insert into decisions (txid, coordinator, participants) values ($1, $2, $3)")
+            .bind(txid)
+            .bind(coordinator)
+            .bind(NAMES.join(","))
+            .execute(&self.log)
+            .await
+            .unwrap();
+    }
+
+    pub async fn prepared(&self, index: usize) -> Vec<String> {
+        sqlx::query_scalar(
+            "select gid from pg_prepared_xacts where database = current_database() order by gid",
+        )
+        .fetch_all(&self.pools[index])
+        .await
+        .unwrap()
+    }
+
+    pub async fn has_row(&self, index: usize, row: &str) -> bool {
+        sqlx::query_scalar("select exists (select 1 from rows where id = $1)")
+            .bind(row)
+            .fetch_one(&self.pools[index])
+            .await
+            .unwrap()
+    }
+
+    pub async fn finished(&self, txid: Uuid) -> bool {
+        sqlx::query_scalar("select finished_at is not null from decisions where txid = $1")
+            .bind(txid)
+            .fetch_one(&self.log)
+            .await
+            .unwrap()
+    }
+
+    /// Leaves no prepared transaction behind on the shared test server.
+    pub async fn clean_up(&self) {
+        for (index, pool) in self.pools.iter().enumerate() {
+            for gid in self.prepared(index).await {
+                pool.execute(format!("rollback prepared '{gid}'").as_str())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}

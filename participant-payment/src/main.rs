@@ -1,20 +1,10 @@
 //! `wdm-payment`: parses its configuration and runs the payment service until SIGINT/SIGTERM.
 
-use clap::Parser;
-use participant_payment::{App, Config};
-
-/// The payment service and 2PC participant.
-#[derive(Parser)]
-#[command(name = "wdm-payment")]
-struct Cli {
-    #[command(flatten)]
-    config: Config,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service_kit::telemetry::init_logs();
-    let app = App::build(Cli::parse().config).await?;
-    app.run_until(service_kit::http::shutdown_signal()).await?;
-    Ok(())
+    participant_server::run_main::<participant_payment::Payment>(
+        "wdm-payment",
+        "The payment service and 2PC participant",
+    )
+    .await
 }

@@ -9,6 +9,8 @@
 //! on the participant's database (`twopc::finish`).
 
 mod prepare;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::{future::Future, marker::PhantomData, net::SocketAddr, time::Duration};
 
@@ -176,4 +178,23 @@ async fn collect_markers(pool: PgPool, mut stopped: watch::Receiver<()>) {
             Err(error) => tracing::warn!(%error, "cannot delete old 2pc markers"),
         }
     }
+}
+
+/// The whole `main` of a participant's binary: parses a [`Config`] from the command line and
+/// the environment (as command `name`, described by `about`), then runs participant `P` until
+/// SIGINT/SIGTERM.
+pub async fn run_main<P: Participant>(
+    name: &'static str,
+    about: &'static str,
+) -> anyhow::Result<()> {
+    use clap::{Args, FromArgMatches};
+
+    service_kit::telemetry::init_logs();
+    let command = Config::augment_args(clap::Command::new(name))
+        .about(about)
+        .long_about(None);
+    let config = Config::from_arg_matches(&command.get_matches())?;
+    let app = App::<P>::build(config).await?;
+    app.run_until(service_kit::http::shutdown_signal()).await?;
+    Ok(())
 }

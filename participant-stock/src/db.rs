@@ -1,4 +1,8 @@
 //! Every SQL statement of the stock service.
+//!
+//! `participant-payment/src/db.rs` has the same shape (create, batch init, find, add, guarded
+//! subtract) over a different table, columns and errors; it is kept per crate on purpose, as
+//! a generic version would only hide the SQL.
 
 use serde::Serialize;
 use service_kit::db::{has_code, NUMERIC_OUT_OF_RANGE};

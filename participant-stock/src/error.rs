@@ -1,4 +1,7 @@
 //! The service's one error type and its mapping to HTTP.
+//!
+//! The mapping has the same shape as `participant-payment`'s (client errors 400, database 500),
+//! but over this service's own variants, so each crate keeps its own.
 
 use axum::{
     http::StatusCode,

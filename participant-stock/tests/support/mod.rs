@@ -1,139 +1,17 @@
-//! A real stock service on an ephemeral port, over a fresh database, and a client for it.
+//! A real stock service on an ephemeral port, over a fresh database, and a client for it:
+//! `participant_server::testing` for the stock participant.
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use participant_stock::Stock;
 
-use participant_stock::{App, Config};
-use reqwest::StatusCode;
-use serde_json::Value;
-use sqlx::{Connection, PgConnection, PgPool};
-use tokio::sync::oneshot;
-
-pub struct TestApp {
-    pub base: String,
-    pub client: reqwest::Client,
-    /// A pool of the test's own on the service's database, for asserting its state and for
-    /// finishing prepared branches the way the coordinator does.
-    pub pool: PgPool,
-    database_url: String,
-    stop: Option<oneshot::Sender<()>>,
-}
+pub type TestApp = participant_server::testing::TestApp<Stock>;
 
 pub async fn spawn_app() -> TestApp {
-    service_kit::telemetry::init_logs();
-    let database_url = service_kit::testing::fresh_database().await;
-    let app = App::build(Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: database_url.clone(),
-        db_max_connections: 16,
-    })
-    .await
-    .expect("stock service starts");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    TestApp {
-        base,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
-        pool: PgPool::connect(&database_url).await.unwrap(),
-        database_url,
-        stop: Some(stop),
-    }
-}
-
-impl TestApp {
-    pub async fn post(&self, path: &str) -> (StatusCode, String) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (response.status(), response.text().await.unwrap())
-    }
-
-    pub async fn get(&self, path: &str) -> (StatusCode, String) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (response.status(), response.text().await.unwrap())
-    }
-
-    /// POSTs `body` as JSON and returns the status and the reply as JSON (or as a string when
-    /// it is not JSON).
-    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// Gids of the branches prepared in this service's database.
-    pub async fn prepared_gids(&self) -> Vec<String> {
-        sqlx::query_scalar(
-            "select gid from pg_prepared_xacts where database = current_database() order by gid",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .unwrap()
-    }
-}
-
-impl Drop for TestApp {
-    /// Stops the service and rolls back whatever a failed test left prepared, so the shared
-    /// server's prepared-transaction slots do not fill up.
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let url = self.database_url.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(rollback_all_prepared(&url));
-        });
-        let _ = cleanup.join();
-    }
-}
-
-async fn rollback_all_prepared(url: &str) {
-    let Ok(mut conn) = PgConnection::connect(url).await else {
-        return;
-    };
-    let gids: Vec<String> =
-        sqlx::query_scalar("select gid from pg_prepared_xacts where database = current_database()")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap_or_default();
-    for gid in gids {
-        // Gids come from the server itself, and the tests only prepare valid ones.
-        let _ = sqlx::raw_sql(&format!("rollback prepared '{gid}'"))
-            .execute(&mut conn)
-            .await;
-    }
+    participant_server::testing::spawn_app::<Stock>().await
 }
 
 /// A valid gid for this participant, unique per call.
 pub fn new_gid() -> twopc::Gid {
-    twopc::Gid::new("test", uuid::Uuid::new_v4(), participant_stock::PARTICIPANT).unwrap()
+    participant_server::testing::new_gid::<Stock>()
 }

@@ -1,0 +1,111 @@
+//! The operators' recovery tool on a whole system: the coordinator crashes for real right
+//! after forcing its commit decision and stays down; `wdm-recovery`, pointed at the databases
+//! only, shows the in-doubt branches and finishes them; the books balance afterwards.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use launcher::system::SystemConfig;
+use serde_json::Value;
+use system_tests::{ledger, prepared_count, start, wait_until, Api, Service, System};
+
+const COORDINATOR: &str = "coordinator";
+
+/// The decision log and the participant databases, as the coordinator's environment names them.
+fn recovery_cli(system: &System, args: &[&str]) -> (i32, String, String) {
+    let participants: Vec<String> = [Service::Order, Service::Payment, Service::Stock]
+        .into_iter()
+        .map(|s| format!("{},{}", s.name(), system.database_url(s)))
+        .collect();
+    let binary: PathBuf = SystemConfig::default_bin_dir().join("wdm-recovery");
+    let output = Command::new(&binary)
+        .args(args)
+        .env("DATABASE_URL", system.database_url(Service::Coordinator))
+        .env("COORDINATOR_PARTICIPANTS", participants.join(" "))
+        .output()
+        .unwrap_or_else(|error| panic!("run {}: {error}", binary.display()));
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn coordinator_is_up(system: &System) -> bool {
+    reqwest::get(format!(
+        "{}/health",
+        system.internal_url(Service::Coordinator)
+    ))
+    .await
+    .is_ok_and(|r| r.status().is_success())
+}
+
+#[tokio::test]
+async fn a_coordinator_crash_after_its_decision_is_listed_and_resolved_by_the_cli_while_it_is_down()
+{
+    let system = start().await;
+    let api = Api::new(&system);
+    let user = api.create_user().await;
+    api.ok(&format!("/payment/add_funds/{user}/100")).await;
+    let item = api.create_item(3).await;
+    api.ok(&format!("/stock/add/{item}/100")).await;
+    let order = api.create_order(&user).await;
+    api.ok(&format!("/orders/addItem/{order}/{item}/2")).await;
+
+    // A coordinator that exits right after forcing its commit decision, and stays down.
+    let supervisor = system.supervisor();
+    supervisor
+        .set_env(COORDINATOR, "COORDINATOR_FAILPOINT", Some("after_decision"))
+        .expect("arm failpoint");
+    supervisor.stop(COORDINATOR).expect("stop coordinator");
+    supervisor
+        .start(COORDINATOR)
+        .expect("start armed coordinator");
+    wait_until("armed coordinator up", Duration::from_secs(30), || {
+        coordinator_is_up(&system)
+    })
+    .await;
+    supervisor
+        .pause_restarts(COORDINATOR)
+        .expect("pause restarts");
+    let checkout = tokio::spawn({
+        let api = api.clone();
+        let order = order.clone();
+        async move { api.checkout(&order).await }
+    });
+    wait_until("coordinator crashed", Duration::from_secs(30), || async {
+        supervisor.pid(COORDINATOR).expect("pid").is_none()
+    })
+    .await;
+
+    let (code, stdout, stderr) = recovery_cli(&system, &["list", "--json", "--grace", "0"]);
+    assert_eq!(code, 1, "in doubt: {stderr}");
+    let plan: Value = serde_json::from_str(&stdout).expect("list --json parses");
+    let items = plan["items"].as_array().expect("items");
+    assert_eq!(items.len() as i64, prepared_count(&system).await);
+    assert!(items.len() >= 2, "{stdout}");
+    for item in items {
+        assert_eq!(item["log"], "commit", "{item}");
+        assert_eq!(item["action"], "commit", "{item}");
+    }
+    let (code, _, _) = recovery_cli(&system, &["resolve", "--dry-run"]);
+    assert_eq!(code, 1);
+    assert_eq!(prepared_count(&system).await, items.len() as i64);
+
+    let (code, stdout, stderr) = recovery_cli(&system, &["resolve"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(prepared_count(&system).await, 0);
+    assert_eq!(recovery_cli(&system, &["hazards"]).0, 0);
+    assert_eq!(recovery_cli(&system, &["list"]).0, 0);
+
+    supervisor
+        .set_env(COORDINATOR, "COORDINATOR_FAILPOINT", None)
+        .expect("clear failpoint");
+    supervisor.start(COORDINATOR).expect("start coordinator");
+    let _ = checkout.await;
+    assert!(api.order(&order).await.paid);
+    assert_eq!(api.item(&item).await.stock, 98);
+    assert_eq!(api.user(&user).await.credit, 94);
+    let books = ledger(&system, 100, 100).await;
+    assert_eq!(books.stock_sold * 3, books.paid_total);
+    assert_eq!(books.credit_spent, books.paid_total);
+}

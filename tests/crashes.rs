@@ -6,62 +6,10 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use system_tests::{
-    assert_checkouts_exact, ledger, start, wait_nothing_prepared, wait_until, Api, Consistency,
-    Service, System, CONSISTENCY_STOCK, CONSISTENCY_USERS,
+    arm_coordinator_failpoint, assert_checkouts_exact, ledger, order_of_two,
+    restart_coordinator_clean, start, wait_coordinator_crashed, wait_nothing_prepared, wait_until,
+    Api, Consistency, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS, COORDINATOR,
 };
-
-const COORDINATOR: &str = "coordinator";
-const FAILPOINT: &str = "COORDINATOR_FAILPOINT";
-
-/// A user with credit 100, an item with stock 100 at price 3, and an order of 2 of it.
-async fn order_of_two(api: &Api) -> (String, String, String) {
-    let user = api.create_user().await;
-    api.ok(&format!("/payment/add_funds/{user}/100")).await;
-    let item = api.create_item(3).await;
-    api.ok(&format!("/stock/add/{item}/100")).await;
-    let order = api.create_order(&user).await;
-    api.ok(&format!("/orders/addItem/{order}/{item}/2")).await;
-    (user, item, order)
-}
-
-async fn coordinator_healthy(system: &System) -> bool {
-    let url = format!("{}/health", system.internal_url(Service::Coordinator));
-    reqwest::get(url)
-        .await
-        .is_ok_and(|r| r.status().is_success())
-}
-
-/// Restarts the coordinator with `failpoint` armed and keeps it down once it has crashed.
-async fn arm(system: &System, failpoint: &str) {
-    let supervisor = system.supervisor();
-    supervisor
-        .set_env(COORDINATOR, FAILPOINT, Some(failpoint))
-        .expect("set env");
-    supervisor.stop(COORDINATOR).expect("stop coordinator");
-    supervisor.start(COORDINATOR).expect("start coordinator");
-    wait_until("armed coordinator healthy", Duration::from_secs(30), || {
-        coordinator_healthy(system)
-    })
-    .await;
-    supervisor
-        .pause_restarts(COORDINATOR)
-        .expect("pause restarts");
-}
-
-/// Waits for the armed coordinator to have crashed, then starts it clean.
-async fn restart_clean(system: &System) {
-    let supervisor = system.supervisor();
-    wait_until(
-        "coordinator crashed at its failpoint",
-        Duration::from_secs(30),
-        || async { supervisor.pid(COORDINATOR).expect("pid").is_none() },
-    )
-    .await;
-    supervisor
-        .set_env(COORDINATOR, FAILPOINT, None)
-        .expect("clear env");
-    supervisor.start(COORDINATOR).expect("start coordinator");
-}
 
 /// For every crash point: the checkout's reply matches what happened, nothing stays prepared,
 /// and stock sold = credit spent = paid totals.
@@ -81,13 +29,14 @@ async fn a_coordinator_crash_at_every_protocol_step_is_recovered_exactly() {
         let (user, item, order) = order_of_two(&api).await;
         initial_stock += 100;
         initial_credit += 100;
-        arm(&system, failpoint).await;
+        arm_coordinator_failpoint(&system, failpoint).await;
         let checkout = tokio::spawn({
             let api = api.clone();
             let order = order.clone();
             async move { api.checkout(&order).await }
         });
-        restart_clean(&system).await;
+        wait_coordinator_crashed(&system).await;
+        restart_coordinator_clean(&system);
         let status = checkout.await.expect("checkout task");
 
         if commits {
@@ -128,19 +77,14 @@ async fn participants_killed_between_prepare_and_commit_lose_nothing() {
     let system = start().await;
     let api = Api::new(&system);
     let (user, item, order) = order_of_two(&api).await;
-    arm(&system, "after_decision").await;
+    arm_coordinator_failpoint(&system, "after_decision").await;
     let checkout = tokio::spawn({
         let api = api.clone();
         let order = order.clone();
         async move { api.checkout(&order).await }
     });
     let supervisor = system.supervisor();
-    wait_until(
-        "coordinator crashed after its decision",
-        Duration::from_secs(30),
-        || async { supervisor.pid(COORDINATOR).expect("pid").is_none() },
-    )
-    .await;
+    wait_coordinator_crashed(&system).await;
     let prepared = system_tests::scalar_i64(
         &system,
         Service::Stock,
@@ -157,7 +101,7 @@ async fn participants_killed_between_prepare_and_commit_lose_nothing() {
             .wait_running(victim, Duration::from_secs(30))
             .expect("restarted");
     }
-    restart_clean(&system).await;
+    restart_coordinator_clean(&system);
 
     assert_eq!(checkout.await.expect("checkout task"), StatusCode::OK);
     wait_nothing_prepared(&system, Duration::from_secs(30)).await;

@@ -2,13 +2,14 @@
 //! after forcing its commit decision and stays down; `wdm-recovery`, pointed at the databases
 //! only, shows the in-doubt branches and finishes them; the books balance afterwards.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, process::Command};
 
 use launcher::system::SystemConfig;
 use serde_json::Value;
-use system_tests::{ledger, prepared_count, start, wait_until, Api, Service, System};
-
-const COORDINATOR: &str = "coordinator";
+use system_tests::{
+    arm_coordinator_failpoint, ledger, order_of_two, prepared_count, restart_coordinator_clean,
+    start, wait_coordinator_crashed, Api, Service, System,
+};
 
 /// The decision log and the participant databases, as the coordinator's environment names them.
 fn recovery_cli(system: &System, args: &[&str]) -> (i32, String, String) {
@@ -30,52 +31,21 @@ fn recovery_cli(system: &System, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-async fn coordinator_is_up(system: &System) -> bool {
-    reqwest::get(format!(
-        "{}/health",
-        system.internal_url(Service::Coordinator)
-    ))
-    .await
-    .is_ok_and(|r| r.status().is_success())
-}
-
 #[tokio::test]
 async fn a_coordinator_crash_after_its_decision_is_listed_and_resolved_by_the_cli_while_it_is_down()
 {
     let system = start().await;
     let api = Api::new(&system);
-    let user = api.create_user().await;
-    api.ok(&format!("/payment/add_funds/{user}/100")).await;
-    let item = api.create_item(3).await;
-    api.ok(&format!("/stock/add/{item}/100")).await;
-    let order = api.create_order(&user).await;
-    api.ok(&format!("/orders/addItem/{order}/{item}/2")).await;
+    let (user, item, order) = order_of_two(&api).await;
 
     // A coordinator that exits right after forcing its commit decision, and stays down.
-    let supervisor = system.supervisor();
-    supervisor
-        .set_env(COORDINATOR, "COORDINATOR_FAILPOINT", Some("after_decision"))
-        .expect("arm failpoint");
-    supervisor.stop(COORDINATOR).expect("stop coordinator");
-    supervisor
-        .start(COORDINATOR)
-        .expect("start armed coordinator");
-    wait_until("armed coordinator up", Duration::from_secs(30), || {
-        coordinator_is_up(&system)
-    })
-    .await;
-    supervisor
-        .pause_restarts(COORDINATOR)
-        .expect("pause restarts");
+    arm_coordinator_failpoint(&system, "after_decision").await;
     let checkout = tokio::spawn({
         let api = api.clone();
         let order = order.clone();
         async move { api.checkout(&order).await }
     });
-    wait_until("coordinator crashed", Duration::from_secs(30), || async {
-        supervisor.pid(COORDINATOR).expect("pid").is_none()
-    })
-    .await;
+    wait_coordinator_crashed(&system).await;
 
     let (code, stdout, stderr) = recovery_cli(&system, &["list", "--json", "--grace", "0"]);
     assert_eq!(code, 1, "in doubt: {stderr}");
@@ -97,11 +67,11 @@ async fn a_coordinator_crash_after_its_decision_is_listed_and_resolved_by_the_cl
     assert_eq!(recovery_cli(&system, &["hazards"]).0, 0);
     assert_eq!(recovery_cli(&system, &["list"]).0, 0);
 
-    supervisor
-        .set_env(COORDINATOR, "COORDINATOR_FAILPOINT", None)
-        .expect("clear failpoint");
-    supervisor.start(COORDINATOR).expect("start coordinator");
-    let _ = checkout.await;
+    restart_coordinator_clean(&system);
+    assert_eq!(
+        checkout.await.expect("checkout task"),
+        reqwest::StatusCode::OK
+    );
     assert!(api.order(&order).await.paid);
     assert_eq!(api.item(&item).await.stock, 98);
     assert_eq!(api.user(&user).await.credit, 94);

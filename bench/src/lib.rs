@@ -108,6 +108,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         // Dropping the run drops the system, which stops every process it started.
         _ = tokio::signal::ctrl_c() => true,
     };
+    report.note(format!(
+        "load average at the end: {}",
+        report::load_average()
+    ));
     if interrupted {
         report.note("interrupted (Ctrl-C): figures are partial".to_owned());
     }

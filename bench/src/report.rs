@@ -19,6 +19,9 @@ pub struct Machine {
     pub cpu: String,
     pub memory_gib: Option<u64>,
     pub date: String,
+    /// `/proc/loadavg`'s 1, 5 and 15 minute figures when the run began: other work on the
+    /// machine (builds, other benchmarks) shows up in every figure.
+    pub load_average: String,
     /// `git describe` of the workspace the bench was built from.
     pub commit: String,
 }
@@ -51,9 +54,22 @@ impl Machine {
             cpu,
             memory_gib,
             date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            load_average: load_average(),
             commit: git_describe(),
         }
     }
+}
+
+/// The 1, 5 and 15 minute load averages, e.g. `0.52 0.40 0.31`.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 fn git_describe() -> String {
@@ -208,10 +224,11 @@ impl Report {
             .memory_gib
             .map_or_else(String::new, |gib| format!(", {gib} GiB"));
         format!(
-            "wdm-bench {date}: nproc {nproc} ({cpu}{memory}), commit {commit}; \
-             {seconds} s phases, {rows} rows{quick}, sections {sections}",
+            "wdm-bench {date}: nproc {nproc} ({cpu}{memory}), load average {load}, \
+             commit {commit}; {seconds} s phases, {rows} rows{quick}, sections {sections}",
             date = machine.date,
             nproc = machine.nproc,
+            load = machine.load_average,
             cpu = machine.cpu,
             commit = machine.commit,
             seconds = self.settings.phase_seconds,

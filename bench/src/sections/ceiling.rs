@@ -11,8 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,7 +19,7 @@ use launcher::Service;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
-use super::{exhausted_note, Bench, ITEM_PRICE, PLENTY};
+use super::{exhausted_note, Bench, EachOnce, ITEM_PRICE, PLENTY};
 use crate::load::{self, Load, Outcome};
 use crate::report::{Report, Row};
 use crate::sections::Section;
@@ -53,8 +52,7 @@ pub async fn run(bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
 
     for (clients, ids) in bench.scale.checkout_runs() {
         let pool = connect_pool(&url, clients).await?;
-        let next = Arc::new(AtomicI64::new(ids.start));
-        let end = ids.end;
+        let orders = EachOnce::new(&ids);
         let load = Load {
             label: format!("ceiling x{clients}"),
             clients,
@@ -62,12 +60,9 @@ pub async fn run(bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
         };
         let stats = load::run(&load, move || {
             let pool = pool.clone();
-            let id = next.fetch_add(1, Ordering::Relaxed);
+            let id = orders.take();
             async move {
-                if id >= end {
-                    return None;
-                }
-                Some(match checkout(&pool, &id.to_string()).await {
+                Some(match checkout(&pool, &id?.to_string()).await {
                     Ok(true) => Outcome::Ok,
                     // What the API would answer for an unknown order or missing stock/credit.
                     Ok(false) => Outcome::Rejected(400),

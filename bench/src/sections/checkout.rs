@@ -1,7 +1,10 @@
 //! `checkout`: fresh checkouts, every order checked out exactly once, at 16 and 64 clients,
 //! each level on its own range of batch-loaded orders.
 
-use super::{exhausted_note, Bench};
+use reqwest::Method;
+
+use super::{exhausted_note, Bench, EachOnce};
+use crate::load::{self, Load};
 use crate::report::{Report, Row};
 use crate::sections::Section;
 
@@ -9,10 +12,20 @@ pub async fn run(bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
     bench.ensure_catalog().await?;
     bench.ensure_unpaid_orders().await?;
     for (clients, ids) in bench.scale.checkout_runs() {
-        let label = format!("checkout x{clients}");
-        let stats = bench
-            .checkout_each_once(&label, clients, ids.clone())
-            .await?;
+        bench.loaded.orders_unpaid = false;
+        let gateway = bench.gateway.clone();
+        let orders = EachOnce::new(&ids);
+        let load = Load {
+            label: format!("checkout x{clients}"),
+            clients,
+            duration: Some(bench.scale.duration),
+        };
+        let stats = load::run(&load, move || {
+            let gateway = gateway.clone();
+            let path = orders.take().map(|id| format!("/orders/checkout/{id}"));
+            async move { Some(gateway.call(Method::POST, &path?).await) }
+        })
+        .await?;
         bench.checkout_rates.insert(clients, stats.per_second());
         report.add(Row::load(
             Section::Checkout,

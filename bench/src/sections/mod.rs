@@ -9,14 +9,17 @@ mod crud;
 mod stress;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use launcher::{Instances, ScratchDir, Service, System, SystemConfig};
 
 use crate::gateway::Gateway;
-use crate::load::{self, Load, Stats};
+use crate::load::Stats;
 use crate::report::Report;
 
 /// Starting credit of every batch-loaded user and starting stock of every batch-loaded item:
@@ -105,7 +108,7 @@ impl Scale {
 
     /// The concurrency levels of `checkout` and `ceiling`, each with its own range of order
     /// ids, so that every order is checked out once in each section.
-    pub fn checkout_runs(&self) -> [(usize, std::ops::Range<i64>); 2] {
+    pub fn checkout_runs(&self) -> [(usize, Range<i64>); 2] {
         let half = self.rows / 2;
         [(16, 0..half), (64, half..self.rows)]
     }
@@ -202,36 +205,6 @@ impl Bench {
         Ok(())
     }
 
-    /// Fresh checkouts of the batch-loaded orders `ids`, each once, from `clients` workers.
-    async fn checkout_each_once(
-        &mut self,
-        label: &str,
-        clients: usize,
-        ids: std::ops::Range<i64>,
-    ) -> anyhow::Result<Stats> {
-        self.loaded.orders_unpaid = false;
-        let gateway = self.gateway.clone();
-        let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(ids.start));
-        let load = Load {
-            label: label.to_owned(),
-            clients,
-            duration: Some(self.scale.duration),
-        };
-        load::run(&load, move || {
-            let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let gateway = gateway.clone();
-            let end = ids.end;
-            async move {
-                if id >= end {
-                    return None;
-                }
-                let path = format!("/orders/checkout/{id}");
-                Some(gateway.call(reqwest::Method::POST, &path).await)
-            }
-        })
-        .await
-    }
-
     fn database_url(&self, service: Service) -> String {
         self.system.database_url(service)
     }
@@ -259,8 +232,30 @@ fn random_id(rows: i64) -> i64 {
     rand::random_range(0..rows)
 }
 
+/// Hands out each id of a range once, to whichever worker asks first; cheap to clone.
+#[derive(Debug, Clone)]
+struct EachOnce {
+    next: Arc<AtomicI64>,
+    end: i64,
+}
+
+impl EachOnce {
+    fn new(ids: &Range<i64>) -> Self {
+        EachOnce {
+            next: Arc::new(AtomicI64::new(ids.start)),
+            end: ids.end,
+        }
+    }
+
+    /// The next id, or `None` once all were taken.
+    fn take(&self) -> Option<i64> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        (id < self.end).then_some(id)
+    }
+}
+
 /// The note a run gets when it took every id it was given before its time was up.
-fn exhausted_note(stats: &Stats, ids: &std::ops::Range<i64>) -> Option<String> {
+fn exhausted_note(stats: &Stats, ids: &Range<i64>) -> Option<String> {
     (stats.count() >= (ids.end - ids.start) as u64).then(|| {
         format!(
             "ran out of orders ({}) after {:.1} s",

@@ -21,3 +21,28 @@ pub const IN_DOUBT_OLDEST: &str = "twopc_in_doubt_oldest_age_seconds";
 pub const IN_FLIGHT: &str = "twopc_in_flight_transactions";
 /// Recovery rounds, by `result` (ok / error / skipped).
 pub const RECOVERY_ROUNDS: &str = "twopc_recovery_rounds_total";
+
+/// Exports the counters of rare events as 0 before their first event, so dashboards and
+/// alerts can take `rate()`/`increase()` of them from start-up. Idempotent.
+pub fn register() {
+    use service_kit::telemetry::register_counters;
+    register_counters(
+        TRANSACTIONS,
+        &[
+            &[("outcome", "committed")],
+            &[("outcome", "rejected")],
+            &[("outcome", "failed")],
+            &[("outcome", "pending")],
+        ],
+    );
+    register_counters(
+        RECOVERY_ACTIONS,
+        &[
+            &[("action", "commit")],
+            &[("action", "rollback")],
+            &[("action", "finish")],
+            &[("action", "hazard")],
+        ],
+    );
+    register_counters(HAZARDS, &[&[]]);
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
+use crate::monitoring::{Monitoring, MonitoringConfig, ScrapeTargets};
 use crate::ports;
 use crate::postgres::PostgresInstance;
 use crate::supervisor::Supervisor;
@@ -57,6 +58,10 @@ struct UpArgs {
     release_dir: PathBuf,
     #[command(flatten)]
     data: DataArgs,
+    /// Also run Prometheus (Debian's `prometheus`) on 127.0.0.1:9090, scraping every process,
+    /// with the alert rules and the console dashboards.
+    #[arg(long)]
+    monitoring: bool,
     /// Internal: this process is the detached launcher (writes the pid file when ready).
     #[arg(long, hide = true)]
     daemon: bool,
@@ -108,6 +113,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     println!("gateway ready at {}", system.gateway_url());
+    if args.monitoring {
+        let targets = ScrapeTargets::fixed(&system.config().ports);
+        let monitoring = Monitoring::start(&system, &MonitoringConfig::fixed(), &targets).await?;
+        println!("monitoring ready at {}", monitoring.console_url());
+    }
     if args.daemon {
         write_atomically(&pid_file, &format!("{}\n", std::process::id()))?;
     }
@@ -141,6 +151,7 @@ fn detach(args: &UpArgs, config: &SystemConfig, pid_file: &Path) -> anyhow::Resu
     command
         .arg("up")
         .arg("--daemon")
+        .args(args.monitoring.then_some("--monitoring"))
         .arg("--release-dir")
         .arg(&args.release_dir)
         .arg("--data-dir")

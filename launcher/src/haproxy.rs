@@ -27,6 +27,8 @@ pub struct GatewayConfig {
     pub stock_internal: SocketAddr,
     pub payment_internal: SocketAddr,
     pub order_internal: SocketAddr,
+    /// HAProxy's own Prometheus exporter (loopback).
+    pub metrics: SocketAddr,
     /// The instances of each service.
     pub order: Vec<SocketAddr>,
     pub stock: Vec<SocketAddr>,
@@ -41,6 +43,7 @@ impl GatewayConfig {
         values.insert("stock_internal_bind", self.stock_internal.to_string());
         values.insert("payment_internal_bind", self.payment_internal.to_string());
         values.insert("order_internal_bind", self.order_internal.to_string());
+        values.insert("metrics_bind", self.metrics.to_string());
         for (backend, servers, primary, tracking) in [
             (
                 "order",

@@ -7,12 +7,14 @@
 //! - [`supervisor`]: named children in their own process groups, restarted when they exit;
 //! - [`postgres`]: a PostgreSQL instance in a directory (initdb, settings, the postmaster);
 //! - [`haproxy`]: the gateway's configuration and process;
+//! - [`monitoring`]: Prometheus scraping the system, its alert rules and console dashboards;
 //! - [`system`]: all of it wired together, with readiness checks;
 //! - [`cli`]: the `wdm-launcher` commands.
 
 pub mod cli;
 pub mod error;
 pub mod haproxy;
+pub mod monitoring;
 pub mod ports;
 pub mod postgres;
 pub mod scratch;

@@ -108,6 +108,8 @@ pub struct Ports {
     pub stock_internal: u16,
     pub payment_internal: u16,
     pub order_internal: u16,
+    /// The gateway's Prometheus exporter (`/metrics`, loopback only).
+    pub haproxy_metrics: u16,
     /// One per instance.
     pub order: Vec<u16>,
     pub stock: Vec<u16>,
@@ -126,6 +128,7 @@ impl Ports {
             stock_internal: 8010,
             payment_internal: 8011,
             order_internal: 8012,
+            haproxy_metrics: 8009,
             order: range(8100, instances.order),
             stock: range(8200, instances.stock),
             payment: range(8300, instances.payment),
@@ -142,6 +145,7 @@ impl Ports {
             stock_internal: next()?,
             payment_internal: next()?,
             order_internal: next()?,
+            haproxy_metrics: next()?,
             order: ports::free_ports(instances.order)?,
             stock: ports::free_ports(instances.stock)?,
             payment: ports::free_ports(instances.payment)?,
@@ -398,6 +402,7 @@ impl System {
             stock_internal: loopback(ports.stock_internal),
             payment_internal: loopback(ports.payment_internal),
             order_internal: loopback(ports.order_internal),
+            metrics: loopback(ports.haproxy_metrics),
             order: addresses(&ports.order),
             stock: addresses(&ports.stock),
             payment: addresses(&ports.payment),

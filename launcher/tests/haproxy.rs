@@ -20,7 +20,8 @@ fn addresses(n: usize) -> Vec<SocketAddr> {
 }
 
 fn gateway_config() -> GatewayConfig {
-    let [gateway, stock_internal, payment_internal, order_internal] = addresses(4)[..] else {
+    let [gateway, stock_internal, payment_internal, order_internal, metrics] = addresses(5)[..]
+    else {
         unreachable!()
     };
     GatewayConfig {
@@ -28,6 +29,7 @@ fn gateway_config() -> GatewayConfig {
         stock_internal,
         payment_internal,
         order_internal,
+        metrics,
         order: addresses(2),
         stock: addresses(2),
         payment: addresses(2),

@@ -47,6 +47,7 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let metrics = service_kit::telemetry::init_metrics();
+        telemetry::register();
         let pool = service_kit::db::connect(
             &config.database_url,
             config.db_max_connections,
@@ -80,6 +81,7 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let gc = tokio::spawn(prepare::collect_markers(self.state.pool.clone()));
+        let _watch = service_kit::db::watch(self.state.pool.clone(), prepare::PARTICIPANT);
         tracing::info!(addr = %self.local_addr(), "listening");
         let served =
             service_kit::http::serve(self.listener, routes::router(self.state), shutdown).await;

@@ -7,3 +7,29 @@ pub const CHECKOUTS: &str = "checkouts_total";
 pub const CHECKOUT_DURATION: &str = "checkout_duration_seconds";
 /// Votes of the order branch, by `participant` and `vote`.
 pub const VOTES: &str = "twopc_votes_total";
+
+/// Exports the checkout outcomes and votes as 0 before the first checkout, so dashboards and
+/// alerts can take `rate()` of them from start-up.
+pub fn register() {
+    service_kit::telemetry::register_counters(
+        CHECKOUTS,
+        &[
+            &[("outcome", "committed"), ("reason", "none")],
+            &[("outcome", "already_paid"), ("reason", "none")],
+            &[("outcome", "rejected"), ("reason", "out_of_stock")],
+            &[("outcome", "rejected"), ("reason", "insufficient_credit")],
+            &[("outcome", "failed"), ("reason", "none")],
+            &[("outcome", "unknown"), ("reason", "none")],
+        ],
+    );
+    service_kit::telemetry::register_counters(
+        VOTES,
+        &[
+            &[
+                ("participant", crate::prepare::PARTICIPANT),
+                ("vote", "yes"),
+            ],
+            &[("participant", crate::prepare::PARTICIPANT), ("vote", "no")],
+        ],
+    );
+}

@@ -88,6 +88,13 @@ pub struct App<P> {
 impl<P: Participant> App<P> {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let metrics = service_kit::telemetry::init_metrics();
+        service_kit::telemetry::register_counters(
+            VOTES,
+            &[
+                &[("participant", P::NAME), ("vote", "yes")],
+                &[("participant", P::NAME), ("vote", "no")],
+            ],
+        );
         let pool = service_kit::db::connect(
             &config.database_url,
             config.db_max_connections,
@@ -124,6 +131,7 @@ impl<P: Participant> App<P> {
     ) -> std::io::Result<()> {
         let (stop, stopped) = watch::channel(());
         let collector = tokio::spawn(collect_markers(self.pool.clone(), stopped));
+        let _watch = service_kit::db::watch(self.pool.clone(), P::NAME);
         tracing::info!(participant = P::NAME, "listening on {}", self.local_addr);
         let served = service_kit::http::serve(
             self.listener,

@@ -46,12 +46,94 @@ pub async fn connect(
     Ok(pool)
 }
 
+/// How often [`watch`] samples a pool and the database's prepared transactions.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Samples `pool` (labelled `name`, the database) every [`WATCH_INTERVAL`] until the returned
+/// guard is dropped: connection counts, a timed probe acquire, and the checkout's prepared
+/// transactions in the database (see [`crate::telemetry::PREPARED_BRANCHES`]).
+pub fn watch(pool: PgPool, name: &'static str) -> Watch {
+    Watch(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            sample(&pool, name).await;
+        }
+    }))
+}
+
+/// Stops the sampling task of [`watch`] when dropped.
+pub struct Watch(tokio::task::JoinHandle<()>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn sample(pool: &PgPool, name: &'static str) {
+    use crate::telemetry::{
+        DB_POOL_ACQUIRE, DB_POOL_ACQUIRE_ERRORS, PREPARED_BRANCHES, PREPARED_OLDEST,
+    };
+    let started = std::time::Instant::now();
+    let acquired = pool.acquire().await;
+    crate::telemetry::record_pool(pool, name);
+    let mut connection = match acquired {
+        Ok(connection) => {
+            metrics::histogram!(DB_POOL_ACQUIRE, "pool" => name)
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!(DB_POOL_ACQUIRE_ERRORS, "pool" => name).increment(0);
+            connection
+        }
+        Err(error) => {
+            tracing::debug!(%error, pool = name, "pool probe got no connection");
+            metrics::counter!(DB_POOL_ACQUIRE_ERRORS, "pool" => name).increment(1);
+            return;
+        }
+    };
+    let prepared: Result<(i64, f64), sqlx::Error> = sqlx::query_as(
+        "select count(*), coalesce(extract(epoch from now() - min(prepared)), 0)::float8 \
+         from pg_prepared_xacts where database = current_database() and gid like 'wdm\\_%'",
+    )
+    .fetch_one(&mut *connection)
+    .await;
+    match prepared {
+        Ok((count, oldest)) => {
+            metrics::gauge!(PREPARED_BRANCHES, "database" => name).set(count as f64);
+            metrics::gauge!(PREPARED_OLDEST, "database" => name).set(oldest.max(0.0));
+        }
+        Err(error) => tracing::debug!(%error, "cannot read pg_prepared_xacts"),
+    }
+}
+
 /// True when `error` is PostgreSQL's SQLSTATE `code`.
 pub fn has_code(error: &sqlx::Error, code: &str) -> bool {
     error
         .as_database_error()
         .and_then(|db| db.code())
         .is_some_and(|c| c == code)
+}
+
+/// True when `error` says the database could not be reached or is not (yet) a writable
+/// primary: a connection that broke or was refused, a pool that found none in time, a server
+/// shutting down or still starting, a standby refusing a write. During a failover these last
+/// a few seconds and then the same statement succeeds on the new primary, so an idempotent
+/// step may retry on them. Never a business answer.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-57P03: shutting down or starting up;
+            // 25006: read-only transaction (a standby, or a demoted primary).
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "25006")
+        }),
+        _ => false,
+    }
 }
 
 /// SQLSTATE for a value out of range (an `i64` overflow inside SQL arithmetic).

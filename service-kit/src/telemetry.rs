@@ -18,6 +18,24 @@ pub const HTTP_REQUESTS: &str = "http_requests_total";
 /// Request latency in seconds, by route template and method.
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 
+/// Connections of a database pool, by `pool` (the database it connects to) and `state`
+/// (`idle` / `in_use`).
+pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
+/// The most connections a pool may open, by `pool`.
+pub const DB_POOL_MAX: &str = "db_pool_max_connections";
+/// How long getting a connection from the pool took, by `pool`: a probe every
+/// [`crate::db::WATCH_INTERVAL`], so an exhausted pool or a slow database shows as long waits
+/// without timing every query.
+pub const DB_POOL_ACQUIRE: &str = "db_pool_acquire_duration_seconds";
+/// Probes that got no connection (pool timeout, database down), by `pool`.
+pub const DB_POOL_ACQUIRE_ERRORS: &str = "db_pool_acquire_errors_total";
+/// The checkout's prepared branches (`PREPARE TRANSACTION`, gid `wdm_...`) waiting in this
+/// service's own database, by `database`. Read from `pg_prepared_xacts` by the participant
+/// itself, so an operator sees branches left in doubt even while the coordinator is down.
+pub const PREPARED_BRANCHES: &str = "twopc_prepared_branches";
+/// Age in seconds of the oldest of [`PREPARED_BRANCHES`] (0 when there is none), by `database`.
+pub const PREPARED_OLDEST: &str = "twopc_prepared_oldest_age_seconds";
+
 /// Histogram buckets (seconds) shared by every latency metric of the system.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
@@ -69,6 +87,30 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     metrics::histogram!(HTTP_DURATION, "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Publishes `pool`'s connection counts under the label `pool` = `name` (no I/O).
+pub fn record_pool(pool: &sqlx::PgPool, name: &str) {
+    let size = f64::from(pool.size());
+    let idle = pool.num_idle() as f64;
+    let label = name.to_owned();
+    metrics::gauge!(DB_POOL_CONNECTIONS, "pool" => label.clone(), "state" => "idle").set(idle);
+    metrics::gauge!(DB_POOL_CONNECTIONS, "pool" => label.clone(), "state" => "in_use")
+        .set((size - idle).max(0.0));
+    metrics::gauge!(DB_POOL_MAX, "pool" => label)
+        .set(f64::from(pool.options().get_max_connections()));
+}
+
+/// Registers the series a service may not touch for a while (counters of rare events), so
+/// they are exported as 0 from start-up and `rate()`/`increase()` see their first event.
+pub fn register_counters(name: &'static str, label_sets: &[&[(&'static str, &'static str)]]) {
+    for labels in label_sets {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(key, value)| metrics::Label::new(*key, *value))
+            .collect();
+        metrics::counter!(name, labels).increment(0);
+    }
 }
 
 /// The `/metrics` handler body for a given recorder handle.

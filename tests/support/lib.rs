@@ -17,13 +17,6 @@ pub async fn start() -> System {
     start_with(Instances::default()).await
 }
 
-/// [`start`] with every database a Patroni cluster (primary and synchronous standby).
-pub async fn start_ha() -> System {
-    System::start_temporary_ha(Instances::default())
-        .await
-        .unwrap_or_else(|error| panic!("HA system did not start: {error}"))
-}
-
 pub async fn start_with(instances: Instances) -> System {
     System::start_temporary(instances)
         .await
@@ -404,4 +397,65 @@ pub async fn assert_checkouts_exact_since(
         ledger.credit_spent, paid_total,
         "credit spent vs paid totals"
     );
+}
+
+/// The coordinator's process name.
+pub const COORDINATOR: &str = "coordinator";
+/// The coordinator's failpoint variable (`coordinator/src/failpoint.rs`).
+pub const FAILPOINT: &str = "COORDINATOR_FAILPOINT";
+
+/// A user with 100 credit, an item priced 3 with 100 in stock, and an unpaid order of two of
+/// that item (total 6).
+pub async fn order_of_two(api: &Api) -> (String, String, String) {
+    let user = api.create_user().await;
+    api.ok(&format!("/payment/add_funds/{user}/100")).await;
+    let item = api.create_item(3).await;
+    api.ok(&format!("/stock/add/{item}/100")).await;
+    let order = api.create_order(&user).await;
+    api.ok(&format!("/orders/addItem/{order}/{item}/2")).await;
+    (user, item, order)
+}
+
+pub async fn coordinator_healthy(system: &System) -> bool {
+    let url = format!("{}/health", system.internal_url(Service::Coordinator));
+    reqwest::get(url)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Restarts the coordinator with `failpoint` armed and keeps it down once it has crashed.
+pub async fn arm_coordinator_failpoint(system: &System, failpoint: &str) {
+    let supervisor = system.supervisor();
+    supervisor
+        .set_env(COORDINATOR, FAILPOINT, Some(failpoint))
+        .expect("set env");
+    supervisor.stop(COORDINATOR).expect("stop coordinator");
+    supervisor.start(COORDINATOR).expect("start coordinator");
+    wait_until("armed coordinator healthy", Duration::from_secs(30), || {
+        coordinator_healthy(system)
+    })
+    .await;
+    supervisor
+        .pause_restarts(COORDINATOR)
+        .expect("pause restarts");
+}
+
+/// Waits until the armed coordinator has exited at its failpoint.
+pub async fn wait_coordinator_crashed(system: &System) {
+    let supervisor = system.supervisor();
+    wait_until(
+        "coordinator crashed at its failpoint",
+        Duration::from_secs(30),
+        || async { supervisor.pid(COORDINATOR).expect("pid").is_none() },
+    )
+    .await;
+}
+
+/// Starts the crashed coordinator again with its failpoint disarmed.
+pub fn restart_coordinator_clean(system: &System) {
+    let supervisor = system.supervisor();
+    supervisor
+        .set_env(COORDINATOR, FAILPOINT, None)
+        .expect("clear env");
+    supervisor.start(COORDINATOR).expect("start coordinator");
 }

@@ -179,6 +179,12 @@ fn detach(args: &UpArgs, config: &SystemConfig, pid_file: &Path) -> anyhow::Resu
                 child.id(),
                 log_path.display()
             );
+            if args.monitoring {
+                println!(
+                    "monitoring ready at {}",
+                    crate::monitoring::fixed_console_url()
+                );
+            }
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -263,6 +263,11 @@ impl Monitoring {
     }
 }
 
+/// The console's URL on the Prometheus of `scripts/up --monitoring`.
+pub fn fixed_console_url() -> String {
+    format!("http://127.0.0.1:{FIXED_PORT}/consoles/{CONSOLE}")
+}
+
 /// The Prometheus program to run.
 pub fn binary() -> PathBuf {
     std::env::var_os(BINARY_VAR).map_or_else(|| PathBuf::from(BINARY), PathBuf::from)

@@ -32,6 +32,10 @@ pub const EXIT_ERROR: u8 = 2;
 /// How long a run waits for another holder of the recovery lock.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
+/// Default grace for undecided branches: above the coordinator's default phase-one bound
+/// (`MAX_PHASE_ONE_MS`, 45 s) plus a decision write.
+pub const DEFAULT_GRACE_SECS: u64 = 120;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "wdm-recovery",
@@ -68,7 +72,7 @@ pub enum Command {
         #[arg(long)]
         coordinator: Option<String>,
         /// Branches without a decision younger than this many seconds are left alone.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = DEFAULT_GRACE_SECS)]
         grace: u64,
     },
     /// Applies the decision log to everything in doubt (the coordinator's recovery round).
@@ -80,8 +84,8 @@ pub enum Command {
         #[arg(long)]
         coordinator: Option<String>,
         /// Branches without a decision younger than this many seconds are left alone: a
-        /// live coordinator may still be deciding them (its phase one is bounded at 30 s).
-        #[arg(long, default_value_t = 60)]
+        /// live coordinator may still be deciding them (its phase one is bounded at 45 s).
+        #[arg(long, default_value_t = DEFAULT_GRACE_SECS)]
         grace: u64,
     },
     /// Commits one prepared branch; refused without a commit record unless forced.
@@ -113,7 +117,7 @@ pub struct Force {
     #[arg(long)]
     pub reason: Option<String>,
     /// Branches without a decision younger than this many seconds are refused unless forced.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = DEFAULT_GRACE_SECS)]
     pub grace: u64,
 }
 

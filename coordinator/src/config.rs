@@ -62,15 +62,19 @@ pub struct Config {
     )]
     pub participants: Vec<ParticipantSpec>,
 
-    /// Longest wait for one participant's vote; past it the transaction aborts.
-    #[arg(long, env = "PREPARE_TIMEOUT_MS", default_value_t = 10_000)]
+    /// Longest wait for one participant's vote; past it the transaction aborts. Generous on
+    /// purpose: the global lock order rules out deadlocks, so a long wait is a queue on a hot
+    /// row (the consistency test's single item with 100 checkouts in flight), which a short
+    /// bound would turn into spurious failures. Orphaned locks are cleared by recovery within
+    /// seconds, not by this timeout.
+    #[arg(long, env = "PREPARE_TIMEOUT_MS", default_value_t = 20_000)]
     pub prepare_timeout_ms: u64,
 
     /// Longest phase one that may still end in a commit decision: a transaction whose votes
     /// took longer aborts instead. Recovery tools may therefore treat an undecided branch
     /// older than this (plus the decision write) as aborted; `wdm-recovery`'s default grace
-    /// (60 s) stays above it.
-    #[arg(long, env = "MAX_PHASE_ONE_MS", default_value_t = 30_000)]
+    /// (120 s) stays above it.
+    #[arg(long, env = "MAX_PHASE_ONE_MS", default_value_t = 45_000)]
     pub max_phase_one_ms: u64,
 
     /// How long a reply waits for phase two before it is handed to recovery.

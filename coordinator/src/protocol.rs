@@ -8,7 +8,7 @@
 //!    for a lone checkout but deadlocks under the consistency test's hot item.
 //! 2. Any no vote, error or timeout decides ABORT; nothing is logged for it.
 //! 3. All yes: the COMMIT decision is forced to the log (group commit). That write is the
-//!    commit point. A phase one that took longer than `max_phase_one` (30 s by default) aborts
+//!    commit point. A phase one that took longer than `max_phase_one` (45 s by default) aborts
 //!    instead, so a branch without a decision that is older than that bound is never decided
 //!    later: the recovery CLI, which cannot see this process's in-flight set, relies on it
 //!    for its grace period.

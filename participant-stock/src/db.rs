@@ -92,6 +92,17 @@ pub async fn subtract_stock(conn: &mut PgConnection, id: &str, amount: i64) -> R
     }
 }
 
+/// The committed stock of the items, without locking them. Unknown ids are missing.
+pub async fn read_items(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("select id, stock from items where id = any($1)")
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+}
+
 /// Locks the items in id order (the lock order every checkout follows) and returns their
 /// stock, in that order. Unknown ids are simply missing.
 pub async fn lock_items(

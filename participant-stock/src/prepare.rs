@@ -50,32 +50,52 @@ impl StockWork {
 }
 
 /// Takes the work's quantities, or says why not.
+///
+/// A first look without locks refuses at once what cannot succeed: a committed stock below
+/// the quantity only grows again through `add` (a prepared branch of another checkout that
+/// rolls back never had its decrement committed). Without it, every checkout of a sold-out
+/// hot item would queue behind the row lock only to be refused.
 pub async fn reserve(
     conn: &mut PgConnection,
     work: &StockWork,
 ) -> sqlx::Result<std::result::Result<(), Refusal>> {
     let ids: Vec<String> = work.items.iter().map(|l| l.item_id.clone()).collect();
-    let quantities: Vec<i64> = work.items.iter().map(|l| l.quantity).collect();
+    let committed: HashMap<String, i64> = db::read_items(&mut *conn, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    if let Some(refusal) = shortfall(work, &committed) {
+        return Ok(Err(refusal));
+    }
     // The database's collation, not Rust's byte order, decides the lock order, so the rows
     // are matched to the lines by id rather than by position.
-    let stock: HashMap<String, i64> = db::lock_items(conn, &ids).await?.into_iter().collect();
+    let locked: HashMap<String, i64> = db::lock_items(conn, &ids).await?.into_iter().collect();
+    if let Some(refusal) = shortfall(work, &locked) {
+        return Ok(Err(refusal));
+    }
+    let quantities: Vec<i64> = work.items.iter().map(|l| l.quantity).collect();
+    db::subtract_items(conn, &ids, &quantities).await?;
+    Ok(Ok(()))
+}
+
+/// Why `stock` cannot cover the work, if it cannot.
+fn shortfall(work: &StockWork, stock: &HashMap<String, i64>) -> Option<Refusal> {
     for line in &work.items {
         let Some(&left) = stock.get(&line.item_id) else {
-            return Ok(Err(Refusal::business(
+            return Some(Refusal::business(
                 "unknown_item",
                 format!("item {} does not exist", line.item_id),
-            )));
+            ));
         };
         if left < line.quantity {
-            return Ok(Err(Refusal::business(
+            return Some(Refusal::business(
                 "out_of_stock",
                 format!(
                     "item {} has {left} left, {} wanted",
                     line.item_id, line.quantity
                 ),
-            )));
+            ));
         }
     }
-    db::subtract_items(conn, &ids, &quantities).await?;
-    Ok(Ok(()))
+    None
 }

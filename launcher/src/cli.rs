@@ -13,7 +13,7 @@ use crate::monitoring::{Monitoring, MonitoringConfig, ScrapeTargets};
 use crate::ports;
 use crate::postgres::PostgresInstance;
 use crate::supervisor::Supervisor;
-use crate::system::{System, SystemConfig};
+use crate::system::{Databases, PatroniPorts, System, SystemConfig};
 use crate::unix::{self, Signal};
 
 /// How long `down` waits for a detached launcher to stop everything and exit.
@@ -53,6 +53,10 @@ struct UpArgs {
     /// Delete all data (databases, logs) before starting.
     #[arg(long)]
     reset: bool,
+    /// High availability: each database a Patroni cluster (primary and synchronous standby)
+    /// with etcd, reached through HAProxy on the usual database ports.
+    #[arg(long)]
+    ha: bool,
     /// Where the service binaries are.
     #[arg(long, env = "WDM_RELEASE_DIR", default_value = "target/release")]
     release_dir: PathBuf,
@@ -101,7 +105,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let config = SystemConfig::fixed(data_dir, &args.release_dir);
+    let mut config = SystemConfig::fixed(data_dir, &args.release_dir);
+    if args.ha {
+        config = config.with_databases(Databases::Patroni(PatroniPorts::fixed()));
+    }
     if args.detach {
         return detach(&args, &config, &pid_file);
     }
@@ -156,6 +163,7 @@ fn detach(args: &UpArgs, config: &SystemConfig, pid_file: &Path) -> anyhow::Resu
         .arg(&args.release_dir)
         .arg("--data-dir")
         .arg(&args.data.data_dir)
+        .args(args.ha.then_some("--ha"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

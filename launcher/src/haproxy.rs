@@ -15,6 +15,9 @@ use crate::supervisor::CommandSpec;
 /// The repository's gateway template, built into the launcher so the binary runs anywhere.
 pub const TEMPLATE: &str = include_str!("../../haproxy/gateway.cfg.tmpl");
 
+/// The database router's template (high-availability mode).
+pub const DATABASES_TEMPLATE: &str = include_str!("../../haproxy/databases.cfg.tmpl");
+
 /// The HAProxy executable, looked up on `PATH` when it runs.
 pub const BINARY: &str = "haproxy";
 
@@ -76,6 +79,55 @@ impl GatewayConfig {
     /// Renders [`TEMPLATE`] into `path`.
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = self.render(TEMPLATE)?;
+        std::fs::write(path, text).context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// A server of the database router: a Patroni node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseNode {
+    pub name: String,
+    /// Its PostgreSQL address.
+    pub postgres: SocketAddr,
+    /// Its Patroni REST port (checked with `GET /primary`).
+    pub rest_port: u16,
+}
+
+/// The database router of the high-availability mode: per database, the frontend services
+/// connect to and the Patroni nodes behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseRouterConfig {
+    /// `(database, frontend, nodes)`.
+    pub databases: Vec<(String, SocketAddr, Vec<DatabaseNode>)>,
+}
+
+impl DatabaseRouterConfig {
+    /// Renders `template` (normally [`DATABASES_TEMPLATE`]).
+    pub fn render(&self, template: &str) -> Result<String> {
+        let mut frontends = String::new();
+        for (database, bind, nodes) in &self.databases {
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                frontends,
+                "frontend db_{database}\n    bind {bind}\n    default_backend db_{database}\n\nbackend db_{database}"
+            );
+            for node in nodes {
+                let _ = writeln!(
+                    frontends,
+                    "    server {} {} check port {}",
+                    node.name, node.postgres, node.rest_port
+                );
+            }
+            frontends.push('\n');
+        }
+        let mut values = BTreeMap::new();
+        values.insert("frontends", frontends.trim_end().to_owned());
+        render_template(template, &values)
+    }
+
+    /// Renders [`DATABASES_TEMPLATE`] into `path`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = self.render(DATABASES_TEMPLATE)?;
         std::fs::write(path, text).context(|| format!("writing {}", path.display()))
     }
 }
@@ -144,6 +196,27 @@ pub fn find_binary() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_router_checks_patroni_for_the_primary() {
+        let node = |name: &str, port: u16| DatabaseNode {
+            name: name.to_owned(),
+            postgres: SocketAddr::from(([127, 0, 0, 1], port)),
+            rest_port: port + 1,
+        };
+        let config = DatabaseRouterConfig {
+            databases: vec![(
+                "stock".to_owned(),
+                SocketAddr::from(([127, 0, 0, 1], 5502)),
+                vec![node("pg-stock-1", 5521), node("pg-stock-2", 5523)],
+            )],
+        };
+        let text = config.render(DATABASES_TEMPLATE).unwrap();
+        assert!(text.contains("frontend db_stock\n    bind 127.0.0.1:5502"));
+        assert!(text.contains("server pg-stock-2 127.0.0.1:5523 check port 5524"));
+        assert!(text.contains("option httpchk GET /primary"));
+        assert!(text.contains("on-marked-down shutdown-sessions"));
+    }
 
     fn values(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, String> {
         pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()

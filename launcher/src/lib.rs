@@ -6,15 +6,18 @@
 //! while load runs. Pieces:
 //! - [`supervisor`]: named children in their own process groups, restarted when they exit;
 //! - [`postgres`]: a PostgreSQL instance in a directory (initdb, settings, the postmaster);
-//! - [`haproxy`]: the gateway's configuration and process;
+//! - [`haproxy`]: the gateway's configuration and process, and the database router's;
+//! - [`etcd`], [`patroni`]: the high-availability mode's consensus store and database nodes;
 //! - [`monitoring`]: Prometheus scraping the system, its alert rules and console dashboards;
 //! - [`system`]: all of it wired together, with readiness checks;
 //! - [`cli`]: the `wdm-launcher` commands.
 
 pub mod cli;
 pub mod error;
+pub mod etcd;
 pub mod haproxy;
 pub mod monitoring;
+pub mod patroni;
 pub mod ports;
 pub mod postgres;
 pub mod scratch;
@@ -25,5 +28,7 @@ pub mod unix;
 pub use error::{Error, Result};
 pub use scratch::ScratchDir;
 pub use supervisor::{CommandSpec, Supervisor};
-pub use system::{Instances, Ports, Service, System, SystemConfig};
+pub use system::{
+    Databases, Failover, Instances, PatroniPorts, Ports, Service, System, SystemConfig,
+};
 pub use unix::Signal;

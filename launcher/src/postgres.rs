@@ -39,18 +39,11 @@ pub struct PostgresInstance {
 impl PostgresInstance {
     /// An instance in `dir` (created on [`init`](Self::init)) listening on `port`.
     pub fn new(dir: impl Into<PathBuf>, port: u16) -> Result<Self> {
-        let owner = if unix::is_root() {
-            Some(unix::lookup_user(OS_USER).context(|| {
-                format!("looking up the {OS_USER} user (PostgreSQL cannot run as root)")
-            })?)
-        } else {
-            None
-        };
         Ok(PostgresInstance {
             dir: absolute(dir.into())?,
             port,
             bin_dir: bin_dir(),
-            owner,
+            owner: os_owner()?,
         })
     }
 
@@ -162,51 +155,12 @@ impl PostgresInstance {
 
     /// Waits until the server accepts connections, at most `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        let url = self.url("postgres");
-        let deadline = Instant::now() + timeout;
-        loop {
-            match PgConnection::connect(&url).await {
-                Ok(connection) => {
-                    // Closing politely is a courtesy; the server is up either way.
-                    let _ = connection.close().await;
-                    return Ok(());
-                }
-                Err(error) if Instant::now() >= deadline => {
-                    return Err(Error::Database {
-                        context: format!("waiting {} s for {url}", timeout.as_secs()),
-                        source: error,
-                    })
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+        wait_accepting(&self.url("postgres"), timeout).await
     }
 
     /// Creates database `name` unless it exists.
     pub async fn create_database(&self, name: &str) -> Result<()> {
-        let url = self.url("postgres");
-        let database = |source| Error::Database {
-            context: format!("creating database {name} at {url}"),
-            source,
-        };
-        let mut connection = PgConnection::connect(&url).await.map_err(database)?;
-        let exists: Option<i32> =
-            sqlx::query_scalar("select 1 from pg_database where datname = $1")
-                .bind(name)
-                .fetch_optional(&mut connection)
-                .await
-                .map_err(database)?;
-        if exists.is_none() {
-            let statement = format!("create database \"{}\"", name.replace('"', "\"\""));
-            match sqlx::raw_sql(&statement).execute(&mut connection).await {
-                Ok(_) => tracing::info!(name, port = self.port, "created database"),
-                // Someone else created it meanwhile: fine.
-                Err(error) if is_duplicate_database(&error) => {}
-                Err(error) => return Err(database(error)),
-            }
-        }
-        let _ = connection.close().await;
-        Ok(())
+        create_database(&self.url("postgres"), name).await
     }
 
     /// Deletes the instance directory with all its data (the server must not be running).
@@ -228,12 +182,74 @@ impl PostgresInstance {
     }
 
     fn chown(&self, path: &Path) -> Result<()> {
-        match self.owner {
-            Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .context(|| format!("chown {OS_USER} {}", path.display())),
-            None => Ok(()),
+        chown(self.owner, path)
+    }
+}
+
+/// The uid and gid PostgreSQL (and Patroni) run as: the `postgres` user when we are root
+/// (initdb refuses root), `None` (ourselves) otherwise.
+pub fn os_owner() -> Result<Option<(u32, u32)>> {
+    if !unix::is_root() {
+        return Ok(None);
+    }
+    unix::lookup_user(OS_USER)
+        .context(|| format!("looking up the {OS_USER} user (PostgreSQL cannot run as root)"))
+        .map(Some)
+}
+
+/// Gives `path` to `owner` (see [`os_owner`]); nothing to do for `None`.
+pub fn chown(owner: Option<(u32, u32)>, path: &Path) -> Result<()> {
+    match owner {
+        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .context(|| format!("chown {OS_USER} {}", path.display())),
+        None => Ok(()),
+    }
+}
+
+/// Waits until the server at `url` accepts connections, at most `timeout`.
+pub async fn wait_accepting(url: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match PgConnection::connect(url).await {
+            Ok(connection) => {
+                // Closing politely is a courtesy; the server is up either way.
+                let _ = connection.close().await;
+                return Ok(());
+            }
+            Err(error) if Instant::now() >= deadline => {
+                return Err(Error::Database {
+                    context: format!("waiting {} s for {url}", timeout.as_secs()),
+                    source: error,
+                })
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Creates database `name` on the server of the admin URL `url` unless it exists.
+pub async fn create_database(url: &str, name: &str) -> Result<()> {
+    let database = |source| Error::Database {
+        context: format!("creating database {name} at {url}"),
+        source,
+    };
+    let mut connection = PgConnection::connect(url).await.map_err(database)?;
+    let exists: Option<i32> = sqlx::query_scalar("select 1 from pg_database where datname = $1")
+        .bind(name)
+        .fetch_optional(&mut connection)
+        .await
+        .map_err(database)?;
+    if exists.is_none() {
+        let statement = format!("create database \"{}\"", name.replace('"', "\"\""));
+        match sqlx::raw_sql(&statement).execute(&mut connection).await {
+            Ok(_) => tracing::info!(name, url, "created database"),
+            // Someone else created it meanwhile: fine.
+            Err(error) if is_duplicate_database(&error) => {}
+            Err(error) => return Err(database(error)),
+        }
+    }
+    let _ = connection.close().await;
+    Ok(())
 }
 
 /// The directory holding `postgres`, `initdb`, `pg_isready`.

@@ -71,6 +71,14 @@ pub fn process_alive(pid: u32) -> bool {
         .is_some_and(|(state, _)| state != 'Z')
 }
 
+/// The process group of `pid`, while it runs.
+pub fn process_group(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| parse_stat(&stat))
+        .map(|(_, pgrp)| pgrp)
+}
+
 /// State and process group from `/proc/<pid>/stat` ("pid (comm) state ppid pgrp ...", where
 /// comm may itself contain spaces and parentheses, hence the last ')').
 fn parse_stat(stat: &str) -> Option<(char, u32)> {

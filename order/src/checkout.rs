@@ -9,6 +9,10 @@
 //! * the coordinator's reply was lost (it crashed, the connection broke): ask it for the
 //!   outcome until it answers (a restarted coordinator answers once it has recovered); only if
 //!   that takes longer than `outcome_deadline` is the answer 503.
+//!
+//! The order is read before anything is started, so while its database fails over (a few
+//! seconds with Patroni) the read is retried, and if the database stays away the answer is
+//! 409: nothing was done, and a 5xx would make clients count a checkout as maybe applied.
 
 use std::{
     collections::BTreeMap,
@@ -71,7 +75,7 @@ enum Checkout {
 
 /// Runs the checkout; `reason` receives the refusal code of an abort (a bounded label).
 async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result<Checkout, Error> {
-    let order = db::find_order(&state.pool, order_id)
+    let order = find_order(state, order_id)
         .await?
         .ok_or_else(|| Error::UnknownOrder(order_id.to_owned()))?;
     if order.paid {
@@ -98,6 +102,32 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
             }
         }
         Outcome::Pending => Err(Error::OutcomeUnknown),
+    }
+}
+
+/// How long a checkout waits for the order database to come back before answering 409.
+const DATABASE_WAIT: Duration = Duration::from_secs(20);
+
+/// Reads the order, retrying while its database is unreachable (a read is safe to repeat).
+async fn find_order(state: &State, order_id: &str) -> Result<Option<db::Order>, Error> {
+    let deadline = Instant::now() + DATABASE_WAIT;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match db::find_order(&state.pool, order_id).await {
+            Ok(order) => return Ok(order),
+            Err(error) if service_kit::db::is_unavailable(&error) => {
+                if Instant::now() >= deadline {
+                    tracing::warn!(%error, "order database unavailable; checkout not started");
+                    return Err(Error::Aborted(
+                        "the order database is unavailable, try again".to_owned(),
+                    ));
+                }
+                tracing::debug!(%error, "order database unavailable; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
 }
 

@@ -17,6 +17,13 @@ pub async fn start() -> System {
     start_with(Instances::default()).await
 }
 
+/// [`start`] with every database a Patroni cluster (primary and synchronous standby).
+pub async fn start_ha() -> System {
+    System::start_temporary_ha(Instances::default())
+        .await
+        .unwrap_or_else(|error| panic!("HA system did not start: {error}"))
+}
+
 pub async fn start_with(instances: Instances) -> System {
     System::start_temporary(instances)
         .await

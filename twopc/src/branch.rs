@@ -48,15 +48,22 @@ impl Branch {
         gid: &Gid,
         lock_timeout: Duration,
     ) -> Result<Option<Self>, sqlx::Error> {
-        if crate::finish::is_prepared(pool, gid).await? {
-            return Ok(None);
-        }
         let mut tx = pool.begin().await?;
         let millis = format!("{}ms", lock_timeout.as_millis().max(1));
-        sqlx::query("select set_config('lock_timeout', $1, true)")
-            .bind(&millis)
-            .execute(&mut *tx)
-            .await?;
+        // One round trip for both: the lock bound, and whether this is a repeated prepare.
+        let prepared: bool = sqlx::query_scalar(
+            "select exists (select 1 from pg_prepared_xacts \
+                            where database = current_database() and gid = $2) \
+             from (select set_config('lock_timeout', $1, true)) as bound",
+        )
+        .bind(&millis)
+        .bind(gid.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        if prepared {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         Ok(Some(Self {
             gid: gid.clone(),
             tx,

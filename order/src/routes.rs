@@ -26,7 +26,7 @@ pub fn router(state: State) -> Router {
         )
         .route("/orders/checkout/{order_id}", post(checkout_order))
         .route(twopc::wire::routes::PREPARE, post(prepare::prepare))
-        .route("/health", get(health))
+        .route("/health", get(service_kit::http::health))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn(
             service_kit::telemetry::track_http,
@@ -152,15 +152,6 @@ async fn checkout_order(
     let order_id = parse_id("order_id", &order_id)?;
     let message = checkout::checkout(&state, &order_id).await?;
     Ok((StatusCode::OK, message).into_response())
-}
-
-/// Liveness, for the gateway's checks: deliberately not a database check. Every order
-/// instance shares one database, so failing the check while it is away (a failover) would
-/// mark every instance down and turn checkouts, which wait for the database and then answer
-/// 200 or a clean 409, into the gateway's own 503s. The process serves once it has connected
-/// and migrated at start-up.
-async fn health() -> &'static str {
-    "ok"
 }
 
 async fn metrics(AxumState(state): AxumState<State>) -> Response {

@@ -16,8 +16,6 @@ use std::{future::Future, marker::PhantomData, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use axum::{
-    http::StatusCode,
-    response::{IntoResponse, Response},
     routing::{get, post},
     Router,
 };
@@ -150,7 +148,7 @@ impl<P: Participant> App<P> {
 fn router<P: Participant>(pool: PgPool, metrics: PrometheusHandle) -> Router {
     P::routes()
         .route(twopc::wire::routes::PREPARE, post(prepare::prepare::<P>))
-        .route("/health", get(health))
+        .route("/health", get(service_kit::http::health))
         .route(
             "/metrics",
             get(move || std::future::ready(service_kit::telemetry::render(&metrics))),
@@ -159,16 +157,6 @@ fn router<P: Participant>(pool: PgPool, metrics: PrometheusHandle) -> Router {
             service_kit::telemetry::track_http,
         ))
         .with_state(pool)
-}
-
-async fn health(axum::extract::State(pool): axum::extract::State<PgPool>) -> Response {
-    match sqlx::query("select 1").execute(&pool).await {
-        Ok(_) => "ok".into_response(),
-        Err(error) => {
-            tracing::warn!(%error, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
-        }
-    }
 }
 
 /// Deletes old markers every [`MARKER_GC_INTERVAL`] until `stopped` says the service is

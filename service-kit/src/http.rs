@@ -57,6 +57,15 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// `GET /health` of a service behind the gateway: liveness, deliberately not a database check.
+/// Every instance of a service shares one database, so failing the check while the database
+/// is away (a failover) or busy (every pooled connection queued on a hot row's lock) would mark
+/// every instance down at once and turn requests that wait and then answer cleanly into the
+/// gateway's own 503s. A service only starts serving once it has connected and migrated.
+pub async fn health() -> &'static str {
+    "ok"
+}
+
 /// A business failure: 4xx with a short plain-text reason.
 pub fn client_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()

@@ -167,7 +167,7 @@ async fn prepare(app: &App, branch: &PlannedBranch) -> Result<Vote, Refusal> {
         work: branch.work.clone(),
     };
     let started = Instant::now();
-    let result = ask(app, &branch.participant.prepare_url, &body).await;
+    let result = ask(app, &branch.participant, &body).await;
     metrics::histogram!(telemetry::PHASE_DURATION, "phase" => "prepare", "participant" => name.to_owned())
         .record(started.elapsed().as_secs_f64());
     let vote = match &result {
@@ -180,13 +180,9 @@ async fn prepare(app: &App, branch: &PlannedBranch) -> Result<Vote, Refusal> {
     result
 }
 
-async fn ask(app: &App, url: &str, body: &PrepareRequest) -> Result<Vote, Refusal> {
-    let name = body
-        .gid
-        .rsplit('_')
-        .next()
-        .unwrap_or("participant")
-        .to_owned();
+async fn ask(app: &App, participant: &Participant, body: &PrepareRequest) -> Result<Vote, Refusal> {
+    let name = participant.name.as_str();
+    let url = participant.prepare_url.as_str();
     let unreachable = |detail: String| {
         tracing::warn!(participant = %name, %detail, "no vote");
         Refusal::transient("unavailable", format!("{name} could not vote, try again"))

@@ -110,6 +110,10 @@ impl Coordinator {
     }
 }
 
+/// Longest a background recovery round may take before it is abandoned (its actions are each
+/// safe to repeat) and the next one starts.
+const ROUND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn recovery_loop(app: App, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(app.config.recovery_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,9 +123,17 @@ async fn recovery_loop(app: App, mut stop: watch::Receiver<bool>) {
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        if let Err(error) = recovery::round(&app).await {
-            tracing::warn!(%error, "recovery round failed");
-            metrics::counter!(telemetry::RECOVERY_ROUNDS, "result" => "error").increment(1);
+        // A round stuck on an unresponsive database must not stop every later round.
+        match tokio::time::timeout(ROUND_TIMEOUT, recovery::round(&app)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "recovery round failed");
+                metrics::counter!(telemetry::RECOVERY_ROUNDS, "result" => "error").increment(1);
+            }
+            Err(_) => {
+                tracing::warn!("recovery round timed out");
+                metrics::counter!(telemetry::RECOVERY_ROUNDS, "result" => "error").increment(1);
+            }
         }
     }
 }

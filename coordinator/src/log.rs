@@ -21,6 +21,9 @@ use uuid::Uuid;
 
 use crate::telemetry;
 
+/// Longest wait for one forced decision write before the connection is replaced.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Most decisions forced in one write.
 const MAX_BATCH: usize = 512;
 
@@ -172,7 +175,7 @@ async fn write_decisions(
         let mut backoff = Duration::from_millis(50);
         loop {
             // `on conflict do nothing` makes a retry after an unknown outcome safe.
-            let written = sqlx::query(
+            let insert = sqlx::query(
                 "insert into decisions (txid, coordinator, participants) \
                  select t, $2, p from unnest($1::uuid[], $3::text[]) as d(t, p) \
                  on conflict (txid) do nothing",
@@ -180,10 +183,15 @@ async fn write_decisions(
             .bind(txids.clone())
             .bind(coordinator.clone())
             .bind(participants.clone())
-            .execute(&mut conn)
-            .await;
+            .execute(&mut conn);
+            // A write that hangs (a dead peer behind a proxy) is treated like a failed one: the
+            // connection is replaced, and the retry cannot log a decision twice.
+            let written = match tokio::time::timeout(WRITE_TIMEOUT, insert).await {
+                Ok(result) => result.map(|_| ()).map_err(|error| error.to_string()),
+                Err(_) => Err(format!("no answer within {WRITE_TIMEOUT:?}")),
+            };
             match written {
-                Ok(_) => break,
+                Ok(()) => break,
                 Err(error) => {
                     tracing::error!(%error, decisions = txids.len(), "decision write failed; reconnecting");
                     tokio::time::sleep(backoff).await;

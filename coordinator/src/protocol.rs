@@ -212,6 +212,10 @@ async fn ask(app: &App, participant: &Participant, body: &PrepareRequest) -> Res
         .map_err(|error| unreachable(error.to_string()))
 }
 
+/// Longest wait for one `COMMIT PREPARED` / `ROLLBACK PREPARED` before it is retried. Long
+/// enough for a synchronous standby's acknowledgement during a failover.
+pub const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Commit,
@@ -271,28 +275,37 @@ async fn finish_branch(
     let started = Instant::now();
     let mut backoff = std::time::Duration::from_millis(20);
     let result = loop {
-        let attempt = match decision {
-            Decision::Commit => finish::commit_prepared(&participant.pool, gid)
-                .await
-                .map(|r| match r {
-                    CommitResult::Committed | CommitResult::AlreadyCommitted => Some(true),
-                    CommitResult::Lost => Some(false),
-                    CommitResult::Busy => None,
-                }),
-            Decision::Abort => finish::rollback_prepared(&participant.pool, gid)
-                .await
-                .map(|r| match r {
-                    RollbackResult::RolledBack | RollbackResult::NotPrepared => Some(true),
-                    RollbackResult::WasCommitted => Some(false),
-                    RollbackResult::Busy => None,
-                }),
-        };
-        match attempt {
-            Ok(Some(done)) => break done,
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(%gid, %error, "phase two failed; retrying");
+        let step = async {
+            match decision {
+                Decision::Commit => {
+                    finish::commit_prepared(&participant.pool, gid)
+                        .await
+                        .map(|r| match r {
+                            CommitResult::Committed | CommitResult::AlreadyCommitted => Some(true),
+                            CommitResult::Lost => Some(false),
+                            CommitResult::Busy => None,
+                        })
+                }
+                Decision::Abort => {
+                    finish::rollback_prepared(&participant.pool, gid)
+                        .await
+                        .map(|r| match r {
+                            RollbackResult::RolledBack | RollbackResult::NotPrepared => Some(true),
+                            RollbackResult::WasCommitted => Some(false),
+                            RollbackResult::Busy => None,
+                        })
+                }
             }
+        };
+        // A connection that stops answering (a proxy that keeps a dead peer's socket open, a
+        // failover caught mid-statement) must not hold a transaction in flight forever: the
+        // step is abandoned and retried on a fresh connection. Retrying is safe: a repeat of
+        // a step that did run answers "busy" or, through the marker, "already committed".
+        match tokio::time::timeout(STEP_TIMEOUT, step).await {
+            Ok(Ok(Some(done))) => break done,
+            Ok(Ok(None)) => tracing::debug!(%gid, "branch busy; retrying"),
+            Ok(Err(error)) => tracing::warn!(%gid, %error, "phase two failed; retrying"),
+            Err(_) => tracing::warn!(%gid, "phase two step timed out; retrying"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(2));

@@ -191,17 +191,32 @@ pub async fn scalar_i64(system: &System, service: Service, sql: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// Where the assertions read the databases: a [`System`] of processes, or containers
+/// (`tests/compose.rs`).
+pub trait DatabaseReader {
+    /// The number `sql` returns on `service`'s database (NULL as 0).
+    fn scalar_i64(&self, service: Service, sql: &str) -> impl Future<Output = i64>;
+}
+
+impl DatabaseReader for System {
+    fn scalar_i64(&self, service: Service, sql: &str) -> impl Future<Output = i64> {
+        scalar_i64(self, service, sql)
+    }
+}
+
 /// Prepared transactions left on every database of the system.
-pub async fn prepared_count(system: &System) -> i64 {
+pub async fn prepared_count(system: &impl DatabaseReader) -> i64 {
     let mut total = 0;
     for service in Service::ALL {
-        total += scalar_i64(system, service, "select count(*) from pg_prepared_xacts").await;
+        total += system
+            .scalar_i64(service, "select count(*) from pg_prepared_xacts")
+            .await;
     }
     total
 }
 
 /// Waits until no database holds a prepared transaction.
-pub async fn wait_nothing_prepared(system: &System, limit: Duration) {
+pub async fn wait_nothing_prepared(system: &impl DatabaseReader, limit: Duration) {
     wait_until("no prepared transaction left", limit, || async {
         prepared_count(system).await == 0
     })
@@ -218,31 +233,26 @@ pub struct Ledger {
 }
 
 /// Reads the ledger given the starting totals of stock and credit.
-pub async fn ledger(system: &System, initial_stock: i64, initial_credit: i64) -> Ledger {
-    let stock = scalar_i64(
-        system,
-        Service::Stock,
-        "select sum(stock)::bigint from items",
-    )
-    .await;
-    let credit = scalar_i64(
-        system,
-        Service::Payment,
-        "select sum(credit)::bigint from users",
-    )
-    .await;
-    let paid_total = scalar_i64(
-        system,
-        Service::Order,
-        "select sum(total_cost)::bigint from orders where paid",
-    )
-    .await;
-    let paid_orders = scalar_i64(
-        system,
-        Service::Order,
-        "select count(*) from orders where paid",
-    )
-    .await;
+pub async fn ledger(
+    system: &impl DatabaseReader,
+    initial_stock: i64,
+    initial_credit: i64,
+) -> Ledger {
+    let stock = system
+        .scalar_i64(Service::Stock, "select sum(stock)::bigint from items")
+        .await;
+    let credit = system
+        .scalar_i64(Service::Payment, "select sum(credit)::bigint from users")
+        .await;
+    let paid_total = system
+        .scalar_i64(
+            Service::Order,
+            "select sum(total_cost)::bigint from orders where paid",
+        )
+        .await;
+    let paid_orders = system
+        .scalar_i64(Service::Order, "select count(*) from orders where paid")
+        .await;
     Ledger {
         stock_sold: initial_stock - stock,
         credit_spent: initial_credit - credit,
@@ -333,7 +343,7 @@ pub async fn run_checkouts(
 
 /// Every 200 applied, every 4xx not, and the ledger balanced; no 5xx.
 pub async fn assert_checkouts_exact(
-    system: &System,
+    system: &impl DatabaseReader,
     api: &Api,
     results: &[(String, StatusCode)],
     initial_stock: i64,
@@ -359,7 +369,7 @@ pub struct Paid {
 }
 
 impl Paid {
-    pub async fn read(system: &System) -> Self {
+    pub async fn read(system: &impl DatabaseReader) -> Self {
         let books = ledger(system, 0, 0).await;
         Self {
             orders: books.paid_orders,
@@ -371,7 +381,7 @@ impl Paid {
 /// [`assert_checkouts_exact`] for a scenario that started with `earlier` already paid; stock
 /// and credit were reset to `initial_stock` and `initial_credit` when it started.
 pub async fn assert_checkouts_exact_since(
-    system: &System,
+    system: &impl DatabaseReader,
     api: &Api,
     results: &[(String, StatusCode)],
     initial_stock: i64,

@@ -105,14 +105,27 @@ async fn participants_killed_between_prepare_and_commit_lose_nothing() {
 
     assert_eq!(checkout.await.expect("checkout task"), StatusCode::OK);
     wait_nothing_prepared(&system, Duration::from_secs(30)).await;
+    // The restarted instances serve once the gateway's checks have seen them up.
+    wait_until(
+        "stock and payment served again",
+        Duration::from_secs(30),
+        || async {
+            let stock = api.get(&format!("/stock/find/{item}")).await.0;
+            let payment = api.get(&format!("/payment/find_user/{user}")).await.0;
+            stock.is_success() && payment.is_success()
+        },
+    )
+    .await;
     assert!(api.order(&order).await.paid);
     assert_eq!(api.item(&item).await.stock, 98);
     assert_eq!(api.user(&user).await.credit, 94);
 }
 
-/// The consistency scenario while the coordinator and a stock instance are killed mid-run.
+/// The consistency scenario while the coordinator, a stock instance and an order instance are
+/// killed mid-run. The order instance's requests to the coordinator vanish with it: the
+/// coordinator must still finish their transactions (nothing left prepared).
 #[tokio::test]
-async fn consistency_holds_while_the_coordinator_and_a_stock_instance_are_killed() {
+async fn consistency_holds_while_the_coordinator_and_service_instances_are_killed() {
     let system = start().await;
     let api = Api::new(&system);
     let scenario = Consistency::populate(&api).await;
@@ -133,6 +146,12 @@ async fn consistency_holds_while_the_coordinator_and_a_stock_instance_are_killed
     .await;
     system.kill(COORDINATOR).expect("kill coordinator");
     system.kill("stock-1").expect("kill stock-1");
+    // Once the restarted coordinator serves again, lose an order instance mid-checkout.
+    wait_until("coordinator back", Duration::from_secs(30), || {
+        system_tests::coordinator_healthy(&system)
+    })
+    .await;
+    system.kill("order-1").expect("kill order-1");
     let results = run.await.expect("run");
 
     assert_eq!(results.len(), scenario.orders.len());

@@ -13,6 +13,8 @@ pub enum Error {
     Request(#[from] RequestError),
     #[error("decision log: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("transaction task failed: {0}")]
+    Task(String),
 }
 
 impl IntoResponse for Error {
@@ -25,6 +27,7 @@ impl IntoResponse for Error {
                 service_kit::http::client_error(StatusCode::BAD_REQUEST, error.to_string())
             }
             Error::Database(error) => service_kit::http::internal_error(&error),
+            Error::Task(error) => service_kit::http::internal_error(&error),
         }
     }
 }

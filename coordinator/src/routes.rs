@@ -30,7 +30,13 @@ async fn run_transaction(
     Json(request): Json<TransactionRequest>,
 ) -> Result<Json<Outcome>, Error> {
     let span = tracing::info_span!("transaction", txid = %request.txid);
-    let outcome = protocol::run(&app, request).instrument(span).await?;
+    // The protocol runs in a task of its own: a caller that goes away (its timeout, a crash)
+    // drops this handler, and a transaction cancelled halfway would keep its branches
+    // prepared and its txid in flight, out of recovery's reach, for good.
+    let run = tokio::spawn(async move { protocol::run(&app, request).await }.instrument(span));
+    let outcome = run
+        .await
+        .map_err(|error| Error::Task(error.to_string()))??;
     Ok(Json(outcome))
 }
 

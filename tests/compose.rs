@@ -1,8 +1,9 @@
 //! docker-compose.yml for real: the images built by `scripts/docker-local-images` (no
 //! registry needed), the whole topology up in containers under a project name and gateway
-//! port of its own, the consistency scenario through the published gateway, then, each during
-//! a run, `docker kill` of a stock service container, of the coordinator and of the payment
-//! database's primary (found through Patroni's REST API inside the network). Every time: every
+//! port of its own, Prometheus scraping every target, the consistency scenario through the
+//! published gateway, then, each during a run, a crash (SIGKILL, see [`Project::kill`]) of a
+//! stock service container, of the coordinator and of the payment database's primary (found
+//! through Patroni's REST API inside the network). Every time: the container is back, every
 //! 200 applied, every 4xx not, no 5xx, the books balanced, and nothing left prepared on any
 //! primary. `docker compose down -v` runs at the end whatever happened (a guard's Drop).
 //!
@@ -147,6 +148,25 @@ impl Project {
             .await
             .ok()?;
         ids.split_whitespace().next().map(str::to_owned)
+    }
+
+    /// The sum of the CPU limits of the project's containers; 0 for a container without one
+    /// (which fails the caller's check).
+    async fn cpu_limits(&self) -> f64 {
+        let project = format!("label=com.docker.compose.project={}", self.name);
+        let ids = docker(&["ps", "-q", "--filter", &project])
+            .await
+            .expect("docker ps");
+        let mut total = 0.0;
+        for id in ids.split_whitespace() {
+            let nano = docker(&["inspect", "--format", "{{.HostConfig.NanoCpus}}", id])
+                .await
+                .expect("docker inspect");
+            let nano: f64 = nano.trim().parse().expect("NanoCpus");
+            assert!(nano > 0.0, "container {id:.12} has no CPU limit");
+            total += nano / 1e9;
+        }
+        total
     }
 
     /// Kills `service`'s container the way a crash does: SIGKILL to its main process from
@@ -383,6 +403,12 @@ async fn the_compose_system_survives_killed_containers() {
     let up = Instant::now();
     project.compose(&["up", "--detach", "--no-build"]).await;
     eprintln!("compose: up returned after {:?}", up.elapsed());
+    let cpus = project.cpu_limits().await;
+    eprintln!("compose: CPU limits of the running containers sum to {cpus}");
+    assert!(
+        cpus > 0.0 && cpus <= 20.0,
+        "CPU limits sum to {cpus}, not within 20"
+    );
     let api = Api {
         base: format!("http://127.0.0.1:{}", project.gateway_port),
         http: reqwest::Client::builder()
@@ -400,6 +426,29 @@ async fn the_compose_system_survives_killed_containers() {
     })
     .await;
     eprintln!("compose: gateway ready after {:?}", up.elapsed());
+    // Prometheus with the project's configuration: every job's targets found by name and up.
+    let targets = format!(
+        "http://127.0.0.1:{}/api/v1/targets?state=active",
+        project.prometheus_port
+    );
+    wait_until("Prometheus scrapes all 18 targets", UP_LIMIT, || async {
+        let Ok(response) = api.http.get(&targets).send().await else {
+            return false;
+        };
+        let Ok(body) = response.json::<serde_json::Value>().await else {
+            return false;
+        };
+        let active = body["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        active.len() == 18 && active.iter().all(|target| target["health"] == "up")
+    })
+    .await;
+    eprintln!(
+        "compose: Prometheus scraping every target after {:?}",
+        up.elapsed()
+    );
 
     for fault in [
         Fault::None,

@@ -23,8 +23,11 @@ pub struct Config {
     #[arg(long, env = "COORDINATOR_URL")]
     pub coordinator_url: reqwest::Url,
 
-    /// Bound on one call to the coordinator or the stock service.
-    #[arg(long, env = "COORDINATOR_TIMEOUT_MS", default_value_t = 60_000)]
+    /// Bound on one call to the coordinator or the stock service. A checkout that takes longer
+    /// (a queue on a hot row) is not lost: its outcome is then asked for until it is known, so
+    /// the bound mainly decides how soon a coordinator that vanished without closing its
+    /// connections (a crashed container) is noticed.
+    #[arg(long, env = "COORDINATOR_TIMEOUT_MS", default_value_t = 15_000)]
     pub coordinator_timeout_ms: u64,
 
     /// How long a checkout whose reply from the coordinator was lost keeps asking for its

@@ -56,8 +56,6 @@ impl App {
         .await?;
         let listener = TcpListener::bind(config.listen).await?;
         let state = State {
-            // Checkouts wait for the coordinator's whole protocol; the bound is generous on
-            // purpose and the coordinator's own timeouts end a stuck transaction first.
             http: service_kit::http::client(Duration::from_millis(config.coordinator_timeout_ms)),
             config: Arc::new(config),
             pool,

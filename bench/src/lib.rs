@@ -16,6 +16,14 @@
 //! - `stress`: the course's stress scenario, random orders checked out again and again;
 //! - `consistency`: the course's consistency scenario (1000 checkouts of 100 units of stock).
 //!
+//! `--ha` adds a second system, started once the first is stopped, whose databases are
+//! Patroni clusters (primary and synchronous standby, behind HAProxy; README "High
+//! availability"). The first system then runs only `checkout` and what `--only` names; the
+//! second runs:
+//! - `ha-checkout`: the `checkout` section again, and the ratio HA/single at each concurrency;
+//! - `failover`: each database's primary killed in turn, on the idle system: how long writes
+//!   are unavailable and when the killed node streams again.
+//!
 //! Why the ceiling is the right comparison: a checkout changes an order row, two item rows
 //! and a user row, all or nothing. The cheapest correct way to do that is one transaction in
 //! one database: lock the order, check it is unpaid, subtract stock and credit, set paid,
@@ -34,13 +42,15 @@ pub mod load;
 pub mod report;
 pub mod sections;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use launcher::{Databases, PatroniPorts};
 
-use crate::report::{Machine, Report};
+use crate::report::{Machine, Report, Row};
 use crate::sections::{Bench, Scale, Section};
 
 /// Command-line options of `wdm-bench` (`scripts/bench` passes its arguments through).
@@ -62,6 +72,12 @@ pub struct Options {
     #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',', value_enum)]
     pub only: Vec<Section>,
 
+    /// Also start the system with Patroni clusters as databases: fresh checkouts on both and
+    /// their ratio, then a failover of each database. Other sections run only if --only
+    /// names them.
+    #[arg(long)]
+    pub ha: bool,
+
     /// Concurrent clients in the stress section.
     #[arg(long, default_value_t = 64)]
     pub stress_clients: usize,
@@ -75,8 +91,9 @@ pub struct Options {
     pub json: Option<PathBuf>,
 }
 
-/// Starts the system, runs the chosen sections, prints the table and writes the JSON.
-/// A failing section is reported and the others still run; the exit status is then non-zero.
+/// Starts the system (with `--ha` then a second one), runs the chosen sections, prints the
+/// table and writes the JSON. A failing section, or a system that does not start, is reported
+/// and the others still run; the exit status is then non-zero.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let exe_dir = std::env::current_exe()
         .context("locating the wdm-bench executable")?
@@ -93,18 +110,50 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             .join("latest.json")
     });
     let scale = Scale::new(options.quick, options.duration.map(Duration::from_secs));
-    let sections = Section::selected(&options.only);
+    let single = Section::selected(&options.only, options.ha);
+    let ha: &[Section] = if options.ha { &Section::HA } else { &[] };
 
     let machine = Machine::detect();
-    let mut report = Report::new(machine, &scale, &sections, options.stress_clients);
+    let all: Vec<Section> = single.iter().chain(ha).copied().collect();
+    let mut report = Report::new(machine, &scale, &all, options.stress_clients, options.ha);
     println!("{}", report.header());
 
-    eprintln!("starting the system from {}", bin_dir.display());
-    let interrupted = tokio::select! {
-        result = run_sections(&bin_dir, scale, options.stress_clients, &sections, &mut report) => {
-            result?;
-            false
+    let run = async {
+        let baseline = run_sections(
+            &bin_dir,
+            Databases::Single,
+            scale,
+            options.stress_clients,
+            &single,
+            BTreeMap::new(),
+            &mut report,
+        )
+        .await;
+        if ha.is_empty() {
+            return;
         }
+        match PatroniPorts::free() {
+            Ok(ports) => {
+                run_sections(
+                    &bin_dir,
+                    Databases::Patroni(ports),
+                    scale,
+                    options.stress_clients,
+                    ha,
+                    baseline,
+                    &mut report,
+                )
+                .await;
+            }
+            Err(error) => {
+                for section in ha {
+                    report.fail(*section, format!("finding free ports: {error}"));
+                }
+            }
+        }
+    };
+    let interrupted = tokio::select! {
+        () = run => false,
         // Dropping the run drops the system, which stops every process it started.
         _ = tokio::signal::ctrl_c() => true,
     };
@@ -127,14 +176,33 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts a system with `databases`, runs `sections` on it and stops it; returns its
+/// fresh-checkout rows (the `baseline` of a later system). A system that does not start
+/// fails every section.
 async fn run_sections(
     bin_dir: &std::path::Path,
+    databases: Databases,
     scale: Scale,
     stress_clients: usize,
     sections: &[Section],
+    baseline: BTreeMap<usize, Row>,
     report: &mut Report,
-) -> anyhow::Result<()> {
-    let mut bench = Bench::start(bin_dir, scale, stress_clients).await?;
+) -> BTreeMap<usize, Row> {
+    let kind = match databases {
+        Databases::Single => "one PostgreSQL server per database",
+        Databases::Patroni(_) => "Patroni clusters",
+    };
+    eprintln!("starting the system ({kind}) from {}", bin_dir.display());
+    let mut bench = match Bench::start(bin_dir, databases, scale, stress_clients, baseline).await {
+        Ok(bench) => bench,
+        Err(error) => {
+            eprintln!("the system ({kind}) did not start: {error:#}");
+            for section in sections {
+                report.fail(*section, format!("the system did not start: {error:#}"));
+            }
+            return BTreeMap::new();
+        }
+    };
     for section in sections {
         eprintln!("== {}", section.name());
         if let Err(error) = section.run(&mut bench, report).await {
@@ -142,6 +210,6 @@ async fn run_sections(
             report.fail(*section, format!("{error:#}"));
         }
     }
-    eprintln!("stopping the system");
-    Ok(())
+    eprintln!("stopping the system ({kind})");
+    bench.checkout_rows().clone()
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
+use launcher::Failover;
+
 use crate::load::Stats;
 use crate::sections::{Scale, Section};
 
@@ -94,6 +96,8 @@ pub struct Settings {
     pub phase_seconds: f64,
     pub rows: i64,
     pub stress_clients: usize,
+    /// `--ha`: the sections after `checkout` ran on a second system with Patroni clusters.
+    pub ha: bool,
     pub sections: Vec<&'static str>,
 }
 
@@ -158,6 +162,110 @@ impl Row {
     }
 }
 
+/// Fresh checkouts at one concurrency on the system with Patroni clusters against the same on
+/// the system with one server per database.
+#[derive(Debug, Clone, Serialize)]
+pub struct HaRatio {
+    pub clients: usize,
+    pub single_per_second: Option<f64>,
+    pub ha_per_second: Option<f64>,
+    /// HA/single checkouts per second.
+    pub ratio: Option<f64>,
+    pub single_p50_ms: Option<f64>,
+    pub ha_p50_ms: Option<f64>,
+    pub single_p99_ms: Option<f64>,
+    pub ha_p99_ms: Option<f64>,
+}
+
+impl HaRatio {
+    pub fn new(clients: usize, single: &Row, ha: &Row) -> Self {
+        let ratio = match (ha.per_second, single.per_second) {
+            (Some(ha), Some(single)) if single > 0.0 => Some(ha / single),
+            _ => None,
+        };
+        HaRatio {
+            clients,
+            single_per_second: single.per_second,
+            ha_per_second: ha.per_second,
+            ratio,
+            single_p50_ms: single.p50_ms,
+            ha_p50_ms: ha.p50_ms,
+            single_p99_ms: single.p99_ms,
+            ha_p99_ms: ha.p99_ms,
+        }
+    }
+
+    /// E.g. `ratio HA/single at 16 clients: 0.712 (412 vs 579 checkouts/s; p50 30.1 vs
+    /// 21.0 ms, p99 95.2 vs 60.3 ms)`.
+    pub fn note(&self) -> String {
+        let rate = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
+        let millis = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_millis);
+        format!(
+            "ratio HA/single at {} clients: {} ({} vs {} checkouts/s; p50 {} vs {} ms, \
+             p99 {} vs {} ms)",
+            self.clients,
+            self.ratio
+                .map_or_else(|| "n/a".to_owned(), |ratio| format!("{ratio:.3}")),
+            rate(self.ha_per_second),
+            rate(self.single_per_second),
+            millis(self.ha_p50_ms),
+            millis(self.single_p50_ms),
+            millis(self.ha_p99_ms),
+            millis(self.single_p99_ms),
+        )
+    }
+}
+
+/// One database's failover, from [`launcher::System::failover`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverFigures {
+    pub database: &'static str,
+    pub killed: String,
+    pub new_primary: String,
+    /// From the SIGKILL of the primary to the first successful write.
+    pub write_unavailable_seconds: f64,
+    /// From the SIGKILL until the killed node, started again, streams from the new primary.
+    pub rejoined_after_seconds: f64,
+}
+
+impl FailoverFigures {
+    pub fn new(database: &'static str, failover: &Failover) -> Self {
+        FailoverFigures {
+            database,
+            killed: failover.killed.clone(),
+            new_primary: failover.new_primary.clone(),
+            write_unavailable_seconds: failover.write_unavailable.as_secs_f64(),
+            rejoined_after_seconds: failover.rejoined_after.as_secs_f64(),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} killed, {} primary; writes unavailable {:.2} s, {} streaming again after \
+             {:.2} s",
+            self.database,
+            self.killed,
+            self.new_primary,
+            self.write_unavailable_seconds,
+            self.killed,
+            self.rejoined_after_seconds
+        )
+    }
+}
+
+/// What `--ha` measured, also in the rows and notes; here for readers of the JSON.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HaFigures {
+    pub checkout: Vec<HaRatio>,
+    pub failovers: Vec<FailoverFigures>,
+}
+
+impl HaFigures {
+    fn is_empty(&self) -> bool {
+        self.checkout.is_empty() && self.failovers.is_empty()
+    }
+}
+
 /// A section that did not complete, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
@@ -173,6 +281,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
     pub failures: Vec<Failure>,
+    #[serde(skip_serializing_if = "HaFigures::is_empty")]
+    pub ha: HaFigures,
 }
 
 impl Report {
@@ -181,6 +291,7 @@ impl Report {
         scale: &Scale,
         sections: &[Section],
         stress_clients: usize,
+        ha: bool,
     ) -> Self {
         Report {
             machine,
@@ -189,12 +300,24 @@ impl Report {
                 phase_seconds: scale.duration.as_secs_f64(),
                 rows: scale.rows,
                 stress_clients,
+                ha,
                 sections: sections.iter().map(|section| section.name()).collect(),
             },
             rows: Vec::new(),
             notes: Vec::new(),
             failures: Vec::new(),
+            ha: HaFigures::default(),
         }
+    }
+
+    /// Records the ratio and notes it.
+    pub fn add_ha_ratio(&mut self, ratio: HaRatio) {
+        self.note(ratio.note());
+        self.ha.checkout.push(ratio);
+    }
+
+    pub fn add_failover(&mut self, failover: FailoverFigures) {
+        self.ha.failovers.push(failover);
     }
 
     pub fn add(&mut self, row: Row) {
@@ -225,7 +348,7 @@ impl Report {
             .map_or_else(String::new, |gib| format!(", {gib} GiB"));
         format!(
             "wdm-bench {date}: nproc {nproc} ({cpu}{memory}), load average {load}, \
-             commit {commit}; {seconds} s phases, {rows} rows{quick}, sections {sections}",
+             commit {commit}; {seconds} s phases, {rows} rows{quick}, sections {sections}{ha}",
             date = machine.date,
             nproc = machine.nproc,
             load = machine.load_average,
@@ -239,6 +362,11 @@ impl Report {
                 ""
             },
             sections = self.settings.sections.join(","),
+            ha = if self.settings.ha {
+                " (ha-checkout and failover on Patroni clusters)"
+            } else {
+                ""
+            },
         )
     }
 
@@ -302,15 +430,7 @@ impl Report {
 
 fn row_cells(row: &Row) -> [String; 10] {
     let count = |value: Option<u64>| value.map_or_else(String::new, |n| n.to_string());
-    let millis = |value: Option<f64>| {
-        value.map_or_else(String::new, |ms| {
-            if ms < 10.0 {
-                format!("{ms:.2}")
-            } else {
-                format!("{ms:.1}")
-            }
-        })
-    };
+    let millis = |value: Option<f64>| value.map_or_else(String::new, format_millis);
     [
         row.section.to_owned(),
         row.measurement.clone(),
@@ -324,4 +444,13 @@ fn row_cells(row: &Row) -> [String; 10] {
         count(row.non_2xx),
         count(row.failed),
     ]
+}
+
+/// Milliseconds with two decimals below 10, one above.
+fn format_millis(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.2}")
+    } else {
+        format!("{ms:.1}")
+    }
 }

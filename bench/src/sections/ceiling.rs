@@ -86,7 +86,8 @@ pub async fn run(bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
         if let Some(note) = exhausted_note(&stats, &ids) {
             report.note(format!("ceiling x{clients}: {note}"));
         }
-        let ratio = match bench.checkout_rates.get(&clients) {
+        let checkout = bench.checkout.get(&clients).and_then(|row| row.per_second);
+        let ratio = match checkout {
             Some(checkout) if stats.per_second() > 0.0 => format!(
                 "{:.3} ({checkout:.0} checkouts/s vs {:.0} tx/s)",
                 checkout / stats.per_second(),

@@ -1,14 +1,16 @@
 //! `checkout`: fresh checkouts, every order checked out exactly once, at 16 and 64 clients,
-//! each level on its own range of batch-loaded orders.
+//! each level on its own range of batch-loaded orders. `ha-checkout` is the same on the
+//! system with Patroni clusters, with the ratio HA/single at each level.
 
 use reqwest::Method;
 
 use super::{exhausted_note, Bench, EachOnce};
 use crate::load::{self, Load};
-use crate::report::{Report, Row};
+use crate::report::{HaRatio, Report, Row};
 use crate::sections::Section;
 
-pub async fn run(bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
+/// `section`: [`Section::Checkout`] or [`Section::HaCheckout`], what the rows are labelled.
+pub async fn run(bench: &mut Bench, report: &mut Report, section: Section) -> anyhow::Result<()> {
     bench.ensure_catalog().await?;
     bench.ensure_unpaid_orders().await?;
     for (clients, ids) in bench.scale.checkout_runs() {
@@ -16,7 +18,7 @@ pub async fn run(bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
         let gateway = bench.gateway.clone();
         let orders = EachOnce::new(&ids);
         let load = Load {
-            label: format!("checkout x{clients}"),
+            label: format!("{} x{clients}", section.name()),
             clients,
             duration: Some(bench.scale.duration),
         };
@@ -26,16 +28,20 @@ pub async fn run(bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
             async move { Some(gateway.call(Method::POST, &path?).await) }
         })
         .await?;
-        bench.checkout_rates.insert(clients, stats.per_second());
-        report.add(Row::load(
-            Section::Checkout,
+        let row = Row::load(
+            section,
             format!("POST /orders/checkout, orders {}..{}", ids.start, ids.end),
             clients,
             &stats,
-        ));
+        );
         if let Some(note) = exhausted_note(&stats, &ids) {
-            report.note(format!("checkout x{clients}: {note}"));
+            report.note(format!("{} x{clients}: {note}", section.name()));
         }
+        if let Some(single) = bench.baseline.get(&clients) {
+            report.add_ha_ratio(HaRatio::new(clients, single, &row));
+        }
+        bench.checkout.insert(clients, row.clone());
+        report.add(row);
     }
     Ok(())
 }

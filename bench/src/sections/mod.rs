@@ -6,6 +6,7 @@ mod ceiling;
 mod checkout;
 mod consistency;
 mod crud;
+mod failover;
 mod stress;
 
 use std::collections::BTreeMap;
@@ -16,17 +17,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use launcher::{Instances, ScratchDir, Service, System, SystemConfig};
+use launcher::{Databases, Instances, ScratchDir, Service, System, SystemConfig};
 
 use crate::gateway::Gateway;
 use crate::load::Stats;
-use crate::report::Report;
+use crate::report::{Report, Row};
 
 /// Starting credit of every batch-loaded user and starting stock of every batch-loaded item:
 /// enough that no checkout of the bench runs out.
 pub const PLENTY: i64 = 1_000_000;
 /// Price of every batch-loaded item (an order of two items costs 2).
 pub const ITEM_PRICE: i64 = 1;
+/// How long the system with Patroni clusters may take to start (at least).
+const HA_READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A section of the run, by its command-line name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -37,6 +40,13 @@ pub enum Section {
     Ceiling,
     Stress,
     Consistency,
+    /// `--ha` only: `checkout` again, on the system with Patroni clusters, and the ratio
+    /// HA/single at each concurrency.
+    #[value(skip)]
+    HaCheckout,
+    /// `--ha` only: each database's primary killed in turn ([`System::failover`]).
+    #[value(skip)]
+    Failover,
 }
 
 impl Section {
@@ -59,25 +69,40 @@ impl Section {
             Section::Ceiling => "ceiling",
             Section::Stress => "stress",
             Section::Consistency => "consistency",
+            Section::HaCheckout => "ha-checkout",
+            Section::Failover => "failover",
         }
     }
 
-    /// `only`, in run order and without repeats; every section when empty.
-    pub fn selected(only: &[Section]) -> Vec<Section> {
+    /// What runs on the system with one server per database: `only`, in run order and
+    /// without repeats, every section when empty. With `ha`, only `checkout` (the baseline of
+    /// the HA ratios) and what `only` names.
+    pub fn selected(only: &[Section], ha: bool) -> Vec<Section> {
         Section::ALL
             .into_iter()
-            .filter(|section| only.is_empty() || only.contains(section))
+            .filter(|section| {
+                only.contains(section)
+                    || if ha {
+                        *section == Section::Checkout
+                    } else {
+                        only.is_empty()
+                    }
+            })
             .collect()
     }
+
+    /// What runs on the system with Patroni clusters (`--ha`).
+    pub const HA: [Section; 2] = [Section::HaCheckout, Section::Failover];
 
     pub async fn run(self, bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
         match self {
             Section::Batch => batch::run(bench, report).await,
             Section::Crud => crud::run(bench, report).await,
-            Section::Checkout => checkout::run(bench, report).await,
+            Section::Checkout | Section::HaCheckout => checkout::run(bench, report, self).await,
             Section::Ceiling => ceiling::run(bench, report).await,
             Section::Stress => stress::run(bench, report).await,
             Section::Consistency => consistency::run(bench, report).await,
+            Section::Failover => failover::run(bench, report).await,
         }
     }
 }
@@ -134,19 +159,31 @@ pub struct Bench {
     scale: Scale,
     stress_clients: usize,
     loaded: Loaded,
-    /// Fresh checkouts per second by clients, for the ceiling's ratio.
-    checkout_rates: BTreeMap<usize, f64>,
+    /// This system's fresh-checkout rows by clients, for the ceiling's ratio.
+    checkout: BTreeMap<usize, Row>,
+    /// The single-database system's fresh-checkout rows by clients, for the HA ratios (empty
+    /// on that system itself).
+    baseline: BTreeMap<usize, Row>,
 }
 
 impl Bench {
-    /// Starts a private system on free ports with the binaries of `bin_dir`.
+    /// Starts a private system on free ports with the binaries of `bin_dir` and `databases`;
+    /// `baseline`: see [`Bench::checkout_rows`].
     pub async fn start(
         bin_dir: &Path,
+        databases: Databases,
         scale: Scale,
         stress_clients: usize,
+        baseline: BTreeMap<usize, Row>,
     ) -> anyhow::Result<Self> {
         let scratch = ScratchDir::new("bench")?;
-        let config = SystemConfig::with_free_ports(scratch.path(), bin_dir, Instances::default())?;
+        let mut config =
+            SystemConfig::with_free_ports(scratch.path(), bin_dir, Instances::default())?
+                .with_databases(databases);
+        if matches!(config.databases, Databases::Patroni(_)) {
+            // Eight Patroni nodes bootstrap and replicate on a machine shared with the bench.
+            config.ready_timeout = config.ready_timeout.max(HA_READY_TIMEOUT);
+        }
         let system = System::start(config).await.context("starting the system")?;
         eprintln!(
             "system up: gateway {}, data in {}",
@@ -161,8 +198,15 @@ impl Bench {
             scale,
             stress_clients,
             loaded: Loaded::default(),
-            checkout_rates: BTreeMap::new(),
+            checkout: BTreeMap::new(),
+            baseline,
         })
+    }
+
+    /// The fresh-checkout rows measured on this system, by clients: the baseline of the HA
+    /// system's ratios.
+    pub fn checkout_rows(&self) -> &BTreeMap<usize, Row> {
+        &self.checkout
     }
 
     fn paths(&self) -> BatchPaths {
@@ -263,4 +307,30 @@ fn exhausted_note(stats: &Stats, ids: &Range<i64>) -> Option<String> {
             stats.elapsed.as_secs_f64()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn with_ha_the_single_system_runs_checkout_and_what_only_names() {
+        use Section::*;
+        assert_eq!(Section::selected(&[], false), Section::ALL);
+        assert_eq!(Section::selected(&[Stress, Crud], false), [Crud, Stress]);
+        assert_eq!(Section::selected(&[], true), [Checkout]);
+        assert_eq!(
+            Section::selected(&[Consistency, Crud], true),
+            [Crud, Checkout, Consistency]
+        );
+        assert_eq!(Section::selected(&[Checkout], true), [Checkout]);
+    }
+
+    #[test]
+    fn the_ha_sections_are_not_command_line_names() {
+        for section in Section::HA {
+            assert!(Section::from_str(section.name(), false).is_err());
+        }
+    }
 }

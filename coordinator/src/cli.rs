@@ -57,6 +57,12 @@ pub struct Cli {
     )]
     pub participants: Vec<Participant>,
 
+    /// Go on when a participant database does not answer (a long outage): its branches are
+    /// reported as left for later and the exit status is 1. Without it, any unreachable
+    /// database stops the run before anything changes (exit 2).
+    #[arg(long, global = true)]
+    pub skip_unreachable: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -235,8 +241,13 @@ async fn connect(cli: &Cli) -> Result<Databases, CliError> {
     let log = open("decision log", log_url).await?;
     let specs: Vec<ParticipantSpec> = cli.participants.iter().map(|p| p.0.clone()).collect();
     for spec in &specs {
-        let pool = open(&format!("participant {}", spec.name), &spec.database_url).await?;
-        pool.close().await;
+        match open(&format!("participant {}", spec.name), &spec.database_url).await {
+            Ok(pool) => pool.close().await,
+            Err(error) if cli.skip_unreachable => {
+                eprintln!("warning: {error}; its branches are left for a later run");
+            }
+            Err(error) => return Err(error),
+        }
     }
     let participants = Participants::connect(&specs, 2).map_err(|source| CliError::Connect {
         what: "participant".to_owned(),

@@ -370,3 +370,42 @@ async fn gc_removes_finished_records_and_old_markers_past_the_retention() {
         .unwrap();
     assert_eq!(markers, 0);
 }
+
+#[tokio::test]
+async fn with_skip_unreachable_a_participant_outage_is_named_and_the_others_are_resolved() {
+    let world = world().await;
+    let (decided, _) = world.decided_and_undecided().await;
+    let participants = format!(
+        "alpha,{} beta,postgres://postgres@127.0.0.1:1/beta",
+        world.specs[0].database_url
+    );
+
+    let run = world.cli_with(
+        &world.log_url,
+        &participants,
+        &["resolve", "--grace", "0", "--skip-unreachable"],
+    );
+
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("participant beta database"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("beta"), "{}", run.stdout);
+    assert!(world.prepared(0).await.is_empty(), "alpha resolved");
+    assert!(
+        world.has_row(0, "a").await,
+        "the logged commit applied on alpha"
+    );
+    assert!(
+        !world.has_row(0, "c").await,
+        "the undecided branch rolled back"
+    );
+    assert_eq!(world.prepared(1).await, vec![gid(decided, "beta")]);
+    assert!(
+        !world.finished(decided).await,
+        "beta's branch is still open"
+    );
+    world.clean_up().await;
+}

@@ -30,11 +30,7 @@ async fn a_coordinator_crash_at_every_protocol_step_is_recovered_exactly() {
         initial_stock += 100;
         initial_credit += 100;
         arm_coordinator_failpoint(&system, failpoint).await;
-        let checkout = tokio::spawn({
-            let api = api.clone();
-            let order = order.clone();
-            async move { api.checkout(&order).await }
-        });
+        let checkout = api.spawn_checkout(&order);
         wait_coordinator_crashed(&system).await;
         restart_coordinator_clean(&system);
         let status = checkout.await.expect("checkout task");
@@ -78,11 +74,7 @@ async fn participants_killed_between_prepare_and_commit_lose_nothing() {
     let api = Api::new(&system);
     let (user, item, order) = order_of_two(&api).await;
     arm_coordinator_failpoint(&system, "after_decision").await;
-    let checkout = tokio::spawn({
-        let api = api.clone();
-        let order = order.clone();
-        async move { api.checkout(&order).await }
-    });
+    let checkout = api.spawn_checkout(&order);
     let supervisor = system.supervisor();
     wait_coordinator_crashed(&system).await;
     let prepared = system_tests::scalar_i64(

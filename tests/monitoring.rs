@@ -377,10 +377,7 @@ async fn a_branch_left_prepared_fires_the_in_doubt_alert_while_the_coordinator_i
 
     // The coordinator exits right after the order branch voted yes, and stays down.
     arm_coordinator_failpoint(&system, "after_first_prepare").await;
-    let checkout = tokio::spawn({
-        let api = api.clone();
-        async move { api.checkout(&order).await }
-    });
+    let checkout = api.spawn_checkout(&order);
     wait_coordinator_crashed(&system).await;
 
     let in_doubt = |alerts: &[(String, String, BTreeMap<String, String>)], state: &str| {

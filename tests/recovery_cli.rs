@@ -40,11 +40,7 @@ async fn a_coordinator_crash_after_its_decision_is_listed_and_resolved_by_the_cl
 
     // A coordinator that exits right after forcing its commit decision, and stays down.
     arm_coordinator_failpoint(&system, "after_decision").await;
-    let checkout = tokio::spawn({
-        let api = api.clone();
-        let order = order.clone();
-        async move { api.checkout(&order).await }
-    });
+    let checkout = api.spawn_checkout(&order);
     wait_coordinator_crashed(&system).await;
 
     let (code, stdout, stderr) = recovery_cli(&system, &["list", "--json", "--grace", "0"]);

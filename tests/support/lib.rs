@@ -170,6 +170,13 @@ impl Api {
         self.get_json(&format!("/orders/find/{id}")).await
     }
 
+    /// Starts a checkout in the background (for a test that crashes something meanwhile).
+    pub fn spawn_checkout(&self, order_id: &str) -> tokio::task::JoinHandle<StatusCode> {
+        let api = self.clone();
+        let order_id = order_id.to_owned();
+        tokio::spawn(async move { api.checkout(&order_id).await })
+    }
+
     pub async fn checkout(&self, order_id: &str) -> StatusCode {
         self.post(&format!("/orders/checkout/{order_id}")).await.0
     }

@@ -179,7 +179,7 @@ fn branches(order: &db::Order) -> Result<Vec<BranchRequest>, Error> {
 async fn decide(state: &State, request: &TransactionRequest) -> Result<Outcome, Error> {
     let url = state
         .config
-        .coordinator_url
+        .coordinator_urls[0]
         .join(twopc::wire::routes::TRANSACTIONS)
         .map_err(|e| Error::Internal(e.to_string()))?;
     // A connection that was never made delivered nothing: retrying it is safe, and covers a
@@ -229,7 +229,7 @@ async fn decide(state: &State, request: &TransactionRequest) -> Result<Outcome, 
 async fn ask_outcome(state: &State, txid: Uuid) -> Result<Outcome, Error> {
     let url = state
         .config
-        .coordinator_url
+        .coordinator_urls[0]
         .join(&format!("{}/{txid}", twopc::wire::routes::TRANSACTIONS))
         .map_err(|e| Error::Internal(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_millis(state.config.outcome_deadline_ms);

@@ -19,9 +19,15 @@ pub struct Config {
     #[arg(long, env = "STOCK_URL")]
     pub stock_url: reqwest::Url,
 
-    /// Base URL of the coordinator.
-    #[arg(long, env = "COORDINATOR_URL")]
-    pub coordinator_url: reqwest::Url,
+    /// Base URLs of the coordinators (repeat, or space-separated in the environment). A
+    /// checkout goes to any live one; the status of a transaction can be asked of any of them.
+    #[arg(
+        long = "coordinator-url",
+        env = "COORDINATOR_URLS",
+        value_delimiter = ' ',
+        required = true
+    )]
+    pub coordinator_urls: Vec<reqwest::Url>,
 
     /// Bound on one call to the coordinator or the stock service. A checkout that takes longer
     /// (a queue on a hot row) is not lost: its outcome is then asked for until it is known, so

@@ -37,7 +37,7 @@ async fn world() -> World {
         database_url: database_url.clone(),
         stock_url: stock_url.parse().unwrap(),
         // Nothing listens on the discard port: the coordinator is unreachable.
-        coordinator_url: "http://127.0.0.1:9".parse().unwrap(),
+        coordinator_urls: vec!["http://127.0.0.1:9".parse().unwrap()],
         coordinator_timeout_ms: 5_000,
         outcome_deadline_ms: 2_000,
         db_max_connections: 4,

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use system_tests::{
     arm_coordinator_failpoint, assert_checkouts_exact, ledger, order_of_two,
     restart_coordinator_clean, start, wait_coordinator_crashed, wait_nothing_prepared, wait_until,
-    Api, Consistency, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS, COORDINATOR,
+    Api, Consistency, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
 };
 
 /// For every crash point: the checkout's reply matches what happened, nothing stays prepared,
@@ -136,11 +136,12 @@ async fn consistency_holds_while_the_coordinator_and_service_instances_are_kille
             >= 20
     })
     .await;
-    system.kill(COORDINATOR).expect("kill coordinator");
+    let coordinator = Service::Coordinator.instance_process(1);
+    system.kill(&coordinator).expect("kill coordinator");
     system.kill("stock-1").expect("kill stock-1");
     // Once the restarted coordinator serves again, lose an order instance mid-checkout.
     wait_until("coordinator back", Duration::from_secs(30), || {
-        system_tests::coordinator_healthy(&system)
+        system_tests::coordinator_healthy(&system, &coordinator)
     })
     .await;
     system.kill("order-1").expect("kill order-1");
@@ -156,5 +157,11 @@ async fn consistency_holds_while_the_coordinator_and_service_instances_are_kille
     )
     .await;
     wait_nothing_prepared(&system, Duration::from_secs(30)).await;
-    assert!(system.supervisor().restarts(COORDINATOR).expect("restarts") >= 1);
+    assert!(
+        system
+            .supervisor()
+            .restarts(&coordinator)
+            .expect("restarts")
+            >= 1
+    );
 }

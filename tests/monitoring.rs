@@ -160,9 +160,12 @@ async fn prometheus_counts_every_checkout_and_the_console_and_dashboards_show_ex
     let prometheus = Prometheus::new(&monitoring);
     // Two rounds with a scrape before each, so rates and percentiles over the last minute
     // have samples on both sides of some checkouts.
-    prometheus
-        .wait_value("count(up{job=\"order\"} == 1)", 2.0)
-        .await;
+    // Both instances of everything, both coordinators and both gateway processes.
+    for job in ["order", "coordinator", "haproxy"] {
+        prometheus
+            .wait_value(&format!("count(up{{job=\"{job}\"}} == 1)"), 2.0)
+            .await;
+    }
     let first = checkouts(&api).await;
     prometheus
         .wait_value(
@@ -265,7 +268,7 @@ async fn prometheus_counts_every_checkout_and_the_console_and_dashboards_show_ex
     prometheus
         .wait_value(
             "count(haproxy_backend_active_servers{proxy=\"order\"} == 2)",
-            1.0,
+            2.0,
         )
         .await;
 
@@ -366,7 +369,7 @@ fn artifacts_dir() -> PathBuf {
 }
 
 #[tokio::test]
-async fn a_branch_left_prepared_fires_the_in_doubt_alert_while_the_coordinator_is_down() {
+async fn a_branch_left_prepared_fires_the_in_doubt_alert_while_the_coordinators_are_down() {
     let (system, monitoring) = start_monitored().await;
     let api = Api::new(&system);
     let prometheus = Prometheus::new(&monitoring);
@@ -375,10 +378,12 @@ async fn a_branch_left_prepared_fires_the_in_doubt_alert_while_the_coordinator_i
         .wait_value("max(twopc_prepared_branches{database=\"order\"})", 0.0)
         .await;
 
-    // The coordinator exits right after the order branch voted yes, and stays down.
+    // A coordinator exits right after the order branch voted yes, and stays down; so does its
+    // peer, which would otherwise roll the branch back before the alert fires.
     arm_coordinator_failpoint(&system, "after_first_prepare").await;
     let checkout = api.spawn_checkout(&order);
     wait_coordinator_crashed(&system).await;
+    keep_coordinators_down(&system).await;
 
     let in_doubt = |alerts: &[(String, String, BTreeMap<String, String>)], state: &str| {
         alerts.iter().any(|(name, s, labels)| {
@@ -398,7 +403,7 @@ async fn a_branch_left_prepared_fires_the_in_doubt_alert_while_the_coordinator_i
         Some(1.0)
     );
 
-    // The restarted coordinator's recovery rolls the branch back; the alert resolves.
+    // The restarted coordinators' recovery rolls the branch back; the alert resolves.
     restart_coordinator_clean(&system);
     let status = checkout.await.expect("checkout task");
     assert!(status.is_client_error(), "{status}");

@@ -9,12 +9,15 @@
 //! - [`haproxy`]: the gateway's configuration and process, and the database router's;
 //! - [`etcd`], [`patroni`]: the high-availability mode's consensus store and database nodes;
 //! - [`monitoring`]: Prometheus scraping the system, its alert rules and console dashboards;
+//! - [`topology`]: the processes, their names and ports, and the fixed layout of `scripts/up`;
 //! - [`system`]: all of it wired together, with readiness checks;
+//! - [`faults`]: crashes, freezes and outages injected into a running system;
 //! - [`cli`]: the `wdm-launcher` commands.
 
 pub mod cli;
 pub mod error;
 pub mod etcd;
+pub mod faults;
 pub mod haproxy;
 pub mod monitoring;
 pub mod patroni;
@@ -23,12 +26,13 @@ pub mod postgres;
 pub mod scratch;
 pub mod supervisor;
 pub mod system;
+pub mod topology;
 pub mod unix;
 
 pub use error::{Error, Result};
+pub use faults::Failover;
 pub use scratch::ScratchDir;
-pub use supervisor::{CommandSpec, Supervisor};
-pub use system::{
-    Databases, Failover, Instances, PatroniPorts, Ports, Service, System, SystemConfig,
-};
+pub use supervisor::{CommandSpec, Supervisor, Target};
+pub use system::{System, SystemConfig};
+pub use topology::{Databases, Instances, PatroniPorts, Ports, Service};
 pub use unix::Signal;

@@ -19,7 +19,8 @@ use crate::haproxy::render_template;
 use crate::ports;
 use crate::postgres::run;
 use crate::supervisor::CommandSpec;
-use crate::system::{Ports, System};
+use crate::system::System;
+use crate::topology::{PatroniPorts, Ports};
 
 /// Where Debian installs Prometheus; `$WDM_PROMETHEUS` overrides it.
 pub const BINARY: &str = "/usr/bin/prometheus";
@@ -48,11 +49,6 @@ pub const CONSOLE_LIBRARIES: [(&str, &str); 1] = [(
     "checkout.lib",
     include_str!("../../prometheus/console_libraries/checkout.lib"),
 )];
-
-/// The high-availability mode's fixed ports (`scripts/up --ha`): Patroni REST port
-/// `8600 + 10 i + n` of node `n` of the `i`-th database, etcd's client port 2379.
-const FIXED_PATRONI_REST: [u16; 8] = [8611, 8612, 8621, 8622, 8631, 8632, 8641, 8642];
-const FIXED_ETCD: u16 = 2379;
 
 /// How Prometheus runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,8 +151,8 @@ impl ScrapeTargets {
             order: ports.order.clone(),
             stock: ports.stock.clone(),
             payment: ports.payment.clone(),
-            coordinator: vec![ports.coordinator],
-            haproxy: vec![ports.haproxy_metrics],
+            coordinator: ports.coordinator.clone(),
+            haproxy: ports.haproxy_metrics.clone(),
             patroni: Vec::new(),
             etcd: Vec::new(),
         }
@@ -174,7 +170,8 @@ impl ScrapeTargets {
     /// `scripts/up`'s fixed ports, with the high-availability jobs on their fixed ports (down
     /// without `--ha`): what `prometheus/prometheus.yml` is rendered for.
     pub fn fixed(ports: &Ports) -> Self {
-        ScrapeTargets::of(ports).with_ha(FIXED_PATRONI_REST.to_vec(), vec![FIXED_ETCD])
+        let ha = PatroniPorts::fixed();
+        ScrapeTargets::of(ports).with_ha(ha.rest_ports(), vec![ha.etcd_client])
     }
 }
 
@@ -333,7 +330,19 @@ mod tests {
 
     #[test]
     fn the_fixed_config_scrapes_every_instance_of_scripts_up() {
-        for port in [8101, 8102, 8201, 8202, 8301, 8302, 8401, 8009, 8611, 2379] {
+        let targets = ScrapeTargets::fixed(&Ports::fixed(Instances::default()));
+        let jobs = [
+            &targets.order,
+            &targets.stock,
+            &targets.payment,
+            &targets.coordinator,
+            &targets.haproxy,
+            &targets.patroni,
+            &targets.etcd,
+        ];
+        assert_eq!(targets.coordinator.len(), 2, "both coordinators");
+        assert_eq!(targets.haproxy.len(), 2, "both gateway processes");
+        for port in jobs.into_iter().flatten() {
             assert!(
                 STATIC_CONFIG.contains(&format!("'127.0.0.1:{port}'")),
                 "{port}"

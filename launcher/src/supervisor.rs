@@ -34,6 +34,15 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait for a killed child's group to empty before starting it again.
 const GROUP_EXIT_WAIT: Duration = Duration::from_secs(2);
 
+/// What [`Supervisor::signal`] reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The supervised process only (a postmaster, not its backends).
+    Leader,
+    /// Everything in its process group (everything it forked).
+    Group,
+}
+
 /// Runs before every start of a child, in the supervisor (e.g. clearing a stale lock file).
 pub type BeforeStart = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
@@ -277,12 +286,21 @@ impl Supervisor {
     /// SIGKILL to `name`'s whole process group, like `docker kill`: a crash. Unless restarts
     /// are paused, the supervisor starts it again. Returns the killed pid, if it was running.
     pub fn kill(&self, name: &str) -> Result<Option<u32>> {
+        self.signal(name, Signal::Kill, Target::Group)
+    }
+
+    /// Sends `signal` to `name`'s current process, or to its whole process group; returns the
+    /// pid, if it was running. Sent with the state locked, so never to a recycled pid.
+    pub fn signal(&self, name: &str, signal: Signal, target: Target) -> Result<Option<u32>> {
         let slot = self.slot(name)?;
         let state = lock(&slot.state);
         if let Some(pid) = state.pid {
-            tracing::info!(name, pid, "killing process group");
-            unix::signal_group(pid, Signal::Kill)
-                .context(|| format!("killing process group {pid} ({name})"))?;
+            tracing::info!(name, pid, ?signal, ?target, "signalling");
+            match target {
+                Target::Group => unix::signal_group(pid, signal),
+                Target::Leader => unix::signal_process(pid, signal),
+            }
+            .context(|| format!("sending {signal:?} to {pid} ({name})"))?;
         }
         Ok(state.pid)
     }
@@ -307,6 +325,8 @@ impl Supervisor {
             tracing::info!(name, pid, "stopping");
             unix::signal_group(pid, slot.spec.stop_signal)
                 .context(|| format!("signalling {name}"))?;
+            // A process frozen by SIGSTOP acts on its stop signal only once it runs again.
+            unix::signal_group(pid, Signal::Cont).context(|| format!("signalling {name}"))?;
         }
         let deadline = Instant::now() + STOP_GRACE;
         state = slot.wait_while(state, deadline, |s| s.pid.is_some());
@@ -360,8 +380,11 @@ impl Supervisor {
             slot.changed.notify_all();
             if let Some(pid) = state.pid {
                 tracing::info!(name = slot.name, pid, "stopping");
-                if let Err(error) = unix::signal_group(pid, slot.spec.stop_signal) {
-                    tracing::warn!(name = slot.name, %error, "cannot signal");
+                // SIGCONT: a process frozen by SIGSTOP acts on its stop signal only once it runs.
+                for signal in [slot.spec.stop_signal, Signal::Cont] {
+                    if let Err(error) = unix::signal_group(pid, signal) {
+                        tracing::warn!(name = slot.name, %error, "cannot signal");
+                    }
                 }
             }
         }

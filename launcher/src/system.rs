@@ -1,45 +1,35 @@
 //! The whole checkout system on this machine: four PostgreSQL instances, two instances of
-//! each service, one coordinator and the HAProxy gateway, all supervised.
+//! each service, two coordinators and two HAProxy gateway processes, all supervised (the
+//! processes and ports are in [`crate::topology`]).
 //!
 //! `scripts/up` starts it on fixed ports ([`SystemConfig::fixed`]); system tests and
-//! benchmarks start private copies on free ports ([`System::start_temporary`]) and use
-//! [`System::kill`], [`System::stop`] and [`System::start`] to inject faults.
+//! benchmarks start private copies on free ports ([`System::start_temporary`]) and inject
+//! faults with the methods of [`crate::faults`].
 //!
 //! With [`Databases::Patroni`] (`scripts/up --ha`, [`System::start_temporary_ha`]) each
 //! database is instead a Patroni cluster of two nodes (primary and synchronous standby) with
 //! etcd, and a second HAProxy (`haproxy-databases`) listens on the database ports and routes
 //! to each cluster's primary, so the services' database URLs are the same in both modes.
-//! [`System::kill_primary`] loses a primary node, [`System::failover`] measures how long
-//! writes are unavailable.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection};
-
 use crate::error::{Error, IoContext, Result};
 use crate::etcd::Etcd;
 use crate::haproxy::{self, DatabaseNode, DatabaseRouterConfig, GatewayConfig};
-use crate::patroni::{self, Member, NodePorts, PatroniNode};
-use crate::ports;
+use crate::patroni::{self, Member, PatroniNode};
 use crate::postgres::{self, PostgresInstance};
 use crate::scratch::ScratchDir;
 use crate::supervisor::{CommandSpec, Supervisor};
+pub use crate::topology::{
+    coordinator_id, gateway_process, Databases, Instances, PatroniPorts, Ports, Service, ETCD,
+    HAPROXY_DATABASES, NODES_PER_DATABASE,
+};
 
 /// Overrides where the service binaries are looked up (tests: `target/debug`).
 pub const BIN_DIR_VAR: &str = "WDM_BIN_DIR";
-/// The process name of the gateway.
-pub const HAPROXY: &str = "haproxy";
-/// The process name of the database router (high-availability mode).
-pub const HAPROXY_DATABASES: &str = "haproxy-databases";
-/// The process name of etcd (high-availability mode).
-pub const ETCD: &str = "etcd";
-/// Patroni nodes per database: a primary and its synchronous standby.
-pub const NODES_PER_DATABASE: usize = 2;
-/// The coordinator's id in its decision log.
-pub const COORDINATOR_ID: &str = "c1";
 /// Probes that answer through the gateway once each prefix has a live backend: an unknown id
 /// is a 4xx from the service, while HAProxy itself answers 503 when no server is up.
 const GATEWAY_PROBES: [&str; 3] = [
@@ -47,234 +37,6 @@ const GATEWAY_PROBES: [&str; 3] = [
     "/stock/find/launcher-probe",
     "/payment/find_user/launcher-probe",
 ];
-
-/// The four services; each also names its database and its PostgreSQL instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Service {
-    Order,
-    Stock,
-    Payment,
-    Coordinator,
-}
-
-impl Service {
-    /// All services, in start-up order of their databases.
-    pub const ALL: [Service; 4] = [
-        Service::Order,
-        Service::Stock,
-        Service::Payment,
-        Service::Coordinator,
-    ];
-
-    /// `order`, `stock`, `payment`, `coordinator`: also the database name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Order => "order",
-            Service::Stock => "stock",
-            Service::Payment => "payment",
-            Service::Coordinator => "coordinator",
-        }
-    }
-
-    /// The executable's file name.
-    pub fn binary(self) -> &'static str {
-        match self {
-            Service::Order => "wdm-order",
-            Service::Stock => "wdm-stock",
-            Service::Payment => "wdm-payment",
-            Service::Coordinator => "wdm-coordinator",
-        }
-    }
-
-    /// The supervised name of this service's PostgreSQL instance (`pg-order`, ...).
-    pub fn postgres_process(self) -> String {
-        format!("pg-{}", self.name())
-    }
-
-    /// The supervised (and Patroni) name of node `index` (from 1) of this service's database
-    /// in the high-availability mode (`pg-order-1`, ...).
-    pub fn patroni_node(self, index: usize) -> String {
-        format!("pg-{}-{index}", self.name())
-    }
-
-    /// The supervised name of instance `index` (from 1) of this service (`order-1`, ...).
-    pub fn instance_process(self, index: usize) -> String {
-        match self {
-            Service::Coordinator => "coordinator".to_owned(),
-            _ => format!("{}-{index}", self.name()),
-        }
-    }
-}
-
-/// How many instances of each balanced service run (one coordinator, always).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Instances {
-    pub order: usize,
-    pub stock: usize,
-    pub payment: usize,
-}
-
-impl Default for Instances {
-    fn default() -> Self {
-        Instances {
-            order: 2,
-            stock: 2,
-            payment: 2,
-        }
-    }
-}
-
-/// Every port the system listens on (all on 127.0.0.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ports {
-    pub gateway: u16,
-    pub stock_internal: u16,
-    pub payment_internal: u16,
-    pub order_internal: u16,
-    /// The gateway's Prometheus exporter (`/metrics`, loopback only).
-    pub haproxy_metrics: u16,
-    /// One per instance.
-    pub order: Vec<u16>,
-    pub stock: Vec<u16>,
-    pub payment: Vec<u16>,
-    pub coordinator: u16,
-    /// PostgreSQL instances, in [`Service::ALL`] order.
-    pub postgres: [u16; 4],
-}
-
-impl Ports {
-    /// The ports `scripts/up` uses (documented in the README).
-    pub fn fixed(instances: Instances) -> Self {
-        let range = |base: u16, n: usize| (1..).map(|i| base + i).take(n).collect();
-        Ports {
-            gateway: 8000,
-            stock_internal: 8010,
-            payment_internal: 8011,
-            order_internal: 8012,
-            haproxy_metrics: 8009,
-            order: range(8100, instances.order),
-            stock: range(8200, instances.stock),
-            payment: range(8300, instances.payment),
-            coordinator: 8401,
-            postgres: [5501, 5502, 5503, 5504],
-        }
-    }
-
-    /// Ports nobody uses now, for a private copy of the system.
-    pub fn free(instances: Instances) -> Result<Self> {
-        let next = ports::free_port;
-        Ok(Ports {
-            gateway: next()?,
-            stock_internal: next()?,
-            payment_internal: next()?,
-            order_internal: next()?,
-            haproxy_metrics: next()?,
-            order: ports::free_ports(instances.order)?,
-            stock: ports::free_ports(instances.stock)?,
-            payment: ports::free_ports(instances.payment)?,
-            coordinator: next()?,
-            postgres: [next()?, next()?, next()?, next()?],
-        })
-    }
-
-    /// The port of `service`'s PostgreSQL instance.
-    pub fn postgres(&self, service: Service) -> u16 {
-        match service {
-            Service::Order => self.postgres[0],
-            Service::Stock => self.postgres[1],
-            Service::Payment => self.postgres[2],
-            Service::Coordinator => self.postgres[3],
-        }
-    }
-
-    /// The ports of `service`'s instances.
-    pub fn instances(&self, service: Service) -> Vec<u16> {
-        match service {
-            Service::Order => self.order.clone(),
-            Service::Stock => self.stock.clone(),
-            Service::Payment => self.payment.clone(),
-            Service::Coordinator => vec![self.coordinator],
-        }
-    }
-
-    /// The port of `service`'s internal frontend (the coordinator has none: its own port).
-    pub fn internal(&self, service: Service) -> u16 {
-        match service {
-            Service::Order => self.order_internal,
-            Service::Stock => self.stock_internal,
-            Service::Payment => self.payment_internal,
-            Service::Coordinator => self.coordinator,
-        }
-    }
-}
-
-/// Where the four databases run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Databases {
-    /// One PostgreSQL server per database on [`Ports::postgres`] (the default).
-    #[default]
-    Single,
-    /// A Patroni cluster per database (primary and synchronous standby) with etcd; HAProxy
-    /// listens on [`Ports::postgres`] and routes to each cluster's current primary.
-    Patroni(PatroniPorts),
-}
-
-/// The extra ports of the high-availability mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PatroniPorts {
-    pub etcd_client: u16,
-    pub etcd_peer: u16,
-    /// The nodes of each database, in [`Service::ALL`] order.
-    pub nodes: [[NodePorts; NODES_PER_DATABASE]; 4],
-}
-
-impl PatroniPorts {
-    /// The ports `scripts/up --ha` uses: etcd on 2379/2380, node `n` of the `i`-th database
-    /// (order, stock, payment, coordinator from 1) on PostgreSQL port `5600 + 10 i + n` and
-    /// REST port `8600 + 10 i + n`.
-    pub fn fixed() -> Self {
-        let node = |i: u16, n: u16| NodePorts {
-            postgres: 5600 + 10 * i + n,
-            rest: 8600 + 10 * i + n,
-        };
-        PatroniPorts {
-            etcd_client: 2379,
-            etcd_peer: 2380,
-            nodes: [1, 2, 3, 4].map(|i| [node(i, 1), node(i, 2)]),
-        }
-    }
-
-    /// Free ports, for a private system.
-    pub fn free() -> Result<Self> {
-        let next = ports::free_port;
-        let node = || -> Result<NodePorts> {
-            Ok(NodePorts {
-                postgres: next()?,
-                rest: next()?,
-            })
-        };
-        let mut nodes = Vec::with_capacity(4);
-        for _ in Service::ALL {
-            nodes.push([node()?, node()?]);
-        }
-        Ok(PatroniPorts {
-            etcd_client: next()?,
-            etcd_peer: next()?,
-            nodes: nodes
-                .try_into()
-                .map_err(|_| Error::Config("four databases".into()))?,
-        })
-    }
-
-    /// The nodes of `service`'s database.
-    pub fn nodes(&self, service: Service) -> [NodePorts; NODES_PER_DATABASE] {
-        let index = Service::ALL
-            .iter()
-            .position(|s| *s == service)
-            .unwrap_or_default();
-        self.nodes[index]
-    }
-}
 
 /// What [`System::start`] needs.
 #[derive(Debug, Clone)]
@@ -345,7 +107,7 @@ pub struct System {
     postgres: BTreeMap<Service, PostgresInstance>,
     /// The high-availability mode's etcd and nodes (empty otherwise).
     etcd: Option<Etcd>,
-    patroni: BTreeMap<Service, Vec<PatroniNode>>,
+    pub(crate) patroni: BTreeMap<Service, Vec<PatroniNode>>,
     /// Direct URL of every service instance, by process name.
     instance_urls: BTreeMap<String, String>,
     /// Declared after the supervisor: kills the postmasters a stopped Patroni left behind.
@@ -362,21 +124,6 @@ impl Drop for LeftoverPostmasters {
     fn drop(&mut self) {
         patroni::kill_leftover_postmasters(&self.0);
     }
-}
-
-/// What [`System::failover`] measured.
-#[derive(Debug, Clone)]
-pub struct Failover {
-    /// The node that was primary and was killed.
-    pub killed: String,
-    /// The node that took over.
-    pub new_primary: String,
-    /// From the SIGKILL to the first write through the database's HAProxy frontend that
-    /// succeeded.
-    pub write_unavailable: Duration,
-    /// From the SIGKILL until the killed node, started again once the new primary wrote,
-    /// followed it as a standby.
-    pub rejoined_after: Duration,
 }
 
 impl System {
@@ -487,8 +234,8 @@ impl System {
         let all_nodes = patroni.values().flatten().cloned().collect();
         let mut instance_urls = BTreeMap::new();
         for service in Service::ALL {
-            for (index, port) in config.ports.instances(service).into_iter().enumerate() {
-                instance_urls.insert(service.instance_process(index + 1), local_url(port));
+            for (name, port) in config.ports.processes(service) {
+                instance_urls.insert(name, local_url(port));
             }
         }
         Ok(System {
@@ -595,39 +342,46 @@ impl System {
     }
 
     fn start_services(&self) -> Result<()> {
+        let ports = &self.config.ports;
         for service in [Service::Stock, Service::Payment, Service::Order] {
-            for (index, port) in self.config.ports.instances(service).into_iter().enumerate() {
+            for (name, port) in ports.processes(service) {
                 let mut spec = self
                     .service_command(service, port)
                     .arg("--database-url")
                     .arg(self.database_url(service));
                 if service == Service::Order {
-                    spec = spec
-                        .arg("--stock-url")
-                        .arg(self.internal_url(Service::Stock))
-                        .arg("--coordinator-url")
-                        .arg(self.internal_url(Service::Coordinator));
+                    spec = spec.arg("--stock-url").arg(self.frontend(Service::Stock)?);
+                    // Every coordinator, each by its own port: the order service picks a live
+                    // one, and asks any of them about a transaction.
+                    for (_, coordinator) in ports.processes(Service::Coordinator) {
+                        spec = spec.arg("--coordinator-url").arg(local_url(coordinator));
+                    }
                 }
-                self.supervisor
-                    .spawn(&service.instance_process(index + 1), spec)?;
+                self.supervisor.spawn(&name, spec)?;
             }
         }
-        let mut coordinator = self
-            .service_command(Service::Coordinator, self.config.ports.coordinator)
-            .arg("--database-url")
-            .arg(self.database_url(Service::Coordinator))
-            .arg("--id")
-            .arg(COORDINATOR_ID);
-        for participant in [Service::Order, Service::Payment, Service::Stock] {
-            coordinator = coordinator.arg("--participant").arg(format!(
-                "{},{},{}",
-                participant.name(),
-                self.internal_url(participant),
-                self.database_url(participant)
-            ));
+        for (index, (name, port)) in ports
+            .processes(Service::Coordinator)
+            .into_iter()
+            .enumerate()
+        {
+            // Same participants, same decision log; only the identity differs.
+            let mut coordinator = self
+                .service_command(Service::Coordinator, port)
+                .arg("--database-url")
+                .arg(self.database_url(Service::Coordinator))
+                .arg("--id")
+                .arg(coordinator_id(index + 1));
+            for participant in [Service::Order, Service::Payment, Service::Stock] {
+                coordinator = coordinator.arg("--participant").arg(format!(
+                    "{},{},{}",
+                    participant.name(),
+                    self.frontend(participant)?,
+                    self.database_url(participant)
+                ));
+            }
+            self.supervisor.spawn(&name, coordinator)?;
         }
-        self.supervisor
-            .spawn(&Service::Coordinator.instance_process(1), coordinator)?;
         Ok(())
     }
 
@@ -637,26 +391,32 @@ impl System {
             .arg(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).to_string())
     }
 
+    /// One HAProxy process per [`Ports::gateways`], each rendered with its own exporter port
+    /// and otherwise the same frontends: they share those ports through SO_REUSEPORT (HAProxy
+    /// sets it on every listener unless told `noreuseport`), so the kernel spreads new
+    /// connections over the live processes, and a killed one loses only the connections it
+    /// held.
     fn start_gateway(&self) -> Result<()> {
         let ports = &self.config.ports;
         let addresses = |ports: &[u16]| ports.iter().map(|port| loopback(*port)).collect();
-        let gateway = GatewayConfig {
-            gateway: loopback(ports.gateway),
-            stock_internal: loopback(ports.stock_internal),
-            payment_internal: loopback(ports.payment_internal),
-            order_internal: loopback(ports.order_internal),
-            metrics: loopback(ports.haproxy_metrics),
-            order: addresses(&ports.order),
-            stock: addresses(&ports.stock),
-            payment: addresses(&ports.payment),
-        };
         let dir = self.config.base_dir.join("haproxy");
         std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("gateway.cfg");
-        gateway.write(&path)?;
-        haproxy::validate(&path)?;
-        self.supervisor
-            .spawn(HAPROXY, haproxy::command_spec(&path))?;
+        for (name, metrics) in ports.gateways() {
+            let gateway = GatewayConfig {
+                gateway: loopback(ports.gateway),
+                stock_internal: loopback(ports.stock_internal),
+                payment_internal: loopback(ports.payment_internal),
+                order_internal: loopback(ports.order_internal),
+                metrics: loopback(metrics),
+                order: addresses(&ports.order),
+                stock: addresses(&ports.stock),
+                payment: addresses(&ports.payment),
+            };
+            let path = dir.join(format!("{name}.cfg"));
+            gateway.write(&path)?;
+            haproxy::validate(&path)?;
+            self.supervisor.spawn(&name, haproxy::command_spec(&path))?;
+        }
         Ok(())
     }
 
@@ -672,7 +432,12 @@ impl System {
             checks.push((format!("{url}/health"), true));
         }
         for service in [Service::Stock, Service::Payment, Service::Order] {
-            checks.push((format!("{}/health", self.internal_url(service)), true));
+            checks.push((format!("{}/health", self.frontend(service)?), true));
+        }
+        // The shared ports answer once any gateway process listens: each one's own exporter
+        // proves that every process is up.
+        for (_, metrics) in self.config.ports.gateways() {
+            checks.push((format!("{}/metrics", local_url(metrics)), true));
         }
         for probe in GATEWAY_PROBES {
             checks.push((format!("{}{probe}", self.gateway_url()), false));
@@ -709,14 +474,33 @@ impl System {
         local_url(self.config.ports.gateway)
     }
 
-    /// The internal frontend of `service` (for the coordinator: the coordinator itself).
-    pub fn internal_url(&self, service: Service) -> String {
-        local_url(self.config.ports.internal(service))
+    /// The internal frontend of a service behind the gateway (order, stock, payment); the
+    /// coordinators have none (see [`System::instance_url`]).
+    pub fn internal_url(&self, service: Service) -> Option<String> {
+        self.config.ports.internal(service).map(local_url)
     }
 
-    /// The direct URL of one service instance by process name (`order-1`, `coordinator`).
+    /// [`System::internal_url`] where one must exist.
+    fn frontend(&self, service: Service) -> Result<String> {
+        self.internal_url(service)
+            .ok_or_else(|| Error::Config(format!("{} has no internal frontend", service.name())))
+    }
+
+    /// The direct URL of one service instance by process name (`order-1`, `coordinator-2`).
     pub fn instance_url(&self, name: &str) -> Option<&str> {
         self.instance_urls.get(name).map(String::as_str)
+    }
+
+    /// The process names of `service`'s instances (`coordinator-1`, `coordinator-2`, ...).
+    pub fn processes(&self, service: Service) -> Vec<String> {
+        let processes = self.config.ports.processes(service);
+        processes.into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// The process names of the gateway (`gateway-1`, `gateway-2`).
+    pub fn gateways(&self) -> Vec<String> {
+        let gateways = self.config.ports.gateways();
+        gateways.into_iter().map(|(name, _)| name).collect()
     }
 
     /// The URL of `service`'s database, as the superuser.
@@ -768,82 +552,7 @@ impl System {
         patroni::wait_cluster(self.ha_nodes(service)?, NODES_PER_DATABASE - 1, timeout).await
     }
 
-    /// Loses the primary node of `service`'s database, as a machine loss would: SIGKILL to
-    /// its Patroni and to its postmaster (which Patroni runs in a session of its own). The
-    /// node stays down until [`System::start_process`] with the returned name.
-    pub async fn kill_primary(&self, service: Service) -> Result<String> {
-        let name = self.primary(service).await?.ok_or_else(|| {
-            Error::Config(format!(
-                "database {} has no running primary",
-                service.name()
-            ))
-        })?;
-        self.kill_node(&name)?;
-        Ok(name)
-    }
-
-    /// SIGKILL to Patroni node `name` and its postmaster; it stays down until
-    /// [`System::start_process`].
-    pub fn kill_node(&self, name: &str) -> Result<()> {
-        let node = self
-            .patroni
-            .values()
-            .flatten()
-            .find(|node| node.name() == name)
-            .ok_or_else(|| Error::UnknownProcess(name.to_owned()))?;
-        self.supervisor.pause_restarts(name)?;
-        self.supervisor.kill(name)?;
-        node.kill_postmaster()?;
-        Ok(())
-    }
-
-    /// Kills `service`'s primary, measures how long writes through its HAProxy frontend fail,
-    /// starts the killed node again once the new primary has written, and waits (at most
-    /// `timeout` in all) until it follows as a standby.
-    pub async fn failover(&self, service: Service, timeout: Duration) -> Result<Failover> {
-        let deadline = Instant::now() + timeout;
-        let killed = self.kill_primary(service).await?;
-        let started = Instant::now();
-        while !self.write_probe(service).await {
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("a write to database {} after its failover", service.name()),
-                    seconds: timeout.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let write_unavailable = started.elapsed();
-        self.start_process(&killed)?;
-        let new_primary = self
-            .wait_replicated(service, deadline.saturating_duration_since(Instant::now()))
-            .await?;
-        Ok(Failover {
-            killed,
-            new_primary,
-            write_unavailable,
-            rejoined_after: started.elapsed(),
-        })
-    }
-
-    /// True if one write transaction (it takes a transaction id, so it commits a WAL record
-    /// and waits for the synchronous standby, if any) succeeds on `service`'s database now.
-    pub async fn write_probe(&self, service: Service) -> bool {
-        let url = self.admin_url(service);
-        let attempt = async {
-            let mut connection = PgConnection::connect(&url).await?;
-            sqlx::query("select txid_current()")
-                .execute(&mut connection)
-                .await?;
-            connection.close().await
-        };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), attempt).await,
-            Ok(Ok(()))
-        )
-    }
-
-    fn ha_nodes(&self, service: Service) -> Result<&[PatroniNode]> {
+    pub(crate) fn ha_nodes(&self, service: Service) -> Result<&[PatroniNode]> {
         match self.patroni.get(&service) {
             Some(nodes) => Ok(nodes),
             None => Err(Error::Config(
@@ -855,21 +564,6 @@ impl System {
     /// Every supervised process name (`haproxy`, `order-1`, `pg-stock`, ...).
     pub fn service_names(&self) -> Vec<String> {
         self.supervisor.names()
-    }
-
-    /// SIGKILL to a process group; it is restarted (a crash).
-    pub fn kill(&self, name: &str) -> Result<Option<u32>> {
-        self.supervisor.kill(name)
-    }
-
-    /// Stops a process and keeps it down.
-    pub fn stop(&self, name: &str) -> Result<()> {
-        self.supervisor.stop(name)
-    }
-
-    /// Starts a stopped process again.
-    pub fn start_process(&self, name: &str) -> Result<()> {
-        self.supervisor.start(name)
     }
 
     /// The supervisor, for finer control (pids, restart counts, pausing restarts).

@@ -15,6 +15,11 @@ pub enum Signal {
     Int,
     /// Cannot be caught: a crash, as far as the program is concerned.
     Kill,
+    /// Cannot be caught either: the process freezes, holding its sockets, connections and
+    /// locks, as a hung machine or a long GC pause would.
+    Stop,
+    /// Lets a stopped process run again.
+    Cont,
 }
 
 impl Signal {
@@ -23,6 +28,8 @@ impl Signal {
             Signal::Term => libc::SIGTERM,
             Signal::Int => libc::SIGINT,
             Signal::Kill => libc::SIGKILL,
+            Signal::Stop => libc::SIGSTOP,
+            Signal::Cont => libc::SIGCONT,
         }
     }
 }
@@ -69,6 +76,15 @@ pub fn process_alive(pid: u32) -> bool {
         .ok()
         .and_then(|stat| parse_stat(&stat))
         .is_some_and(|(state, _)| state != 'Z')
+}
+
+/// The state letter of `pid` in `/proc/<pid>/stat` (`R`, `S`, `T` when stopped, `Z`, ...),
+/// while it exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| parse_stat(&stat))
+        .map(|(state, _)| state)
 }
 
 /// The process group of `pid`, while it runs.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use launcher::haproxy::{self, GatewayConfig};
+use launcher::topology::gateway_process;
 use launcher::{ports, ScratchDir, Supervisor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -85,12 +86,20 @@ struct Gateway {
     _dir: ScratchDir,
     supervisor: Supervisor,
     config: GatewayConfig,
+    /// Each HAProxy process's name and exporter address.
+    processes: Vec<(String, SocketAddr)>,
     instances: BTreeMap<String, JoinHandle<()>>,
     client: reqwest::Client,
 }
 
 impl Gateway {
     async fn start() -> Gateway {
+        Gateway::start_processes(1).await
+    }
+
+    /// `count` HAProxy processes on the same frontends, each with its own exporter, as the
+    /// launcher runs them.
+    async fn start_processes(count: usize) -> Gateway {
         let dir = ScratchDir::new("haproxy").unwrap();
         let config = gateway_config();
         let mut instances = BTreeMap::new();
@@ -105,25 +114,49 @@ impl Gateway {
                 instances.insert(name.clone(), fake_instance(name, listener));
             }
         }
-        let path = dir.path().join("gateway.cfg");
-        config.write(&path).unwrap();
         let supervisor = Supervisor::new(dir.path()).unwrap();
-        supervisor
-            .spawn("haproxy", haproxy::command_spec(&path))
+        let mut processes = Vec::new();
+        for (index, metrics) in std::iter::once(config.metrics)
+            .chain(addresses(count - 1))
+            .enumerate()
+        {
+            let name = gateway_process(index + 1);
+            let path = dir.path().join(format!("{name}.cfg"));
+            GatewayConfig {
+                metrics,
+                ..config.clone()
+            }
+            .write(&path)
             .unwrap();
+            supervisor
+                .spawn(&name, haproxy::command_spec(&path))
+                .unwrap();
+            processes.push((name, metrics));
+        }
         let gateway = Gateway {
             _dir: dir,
             supervisor,
             config,
+            processes,
             instances,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap(),
         };
-        // Ready when every backend has a server up.
+        // Ready when every backend has a server up and every process's exporter answers.
         for path in ["/orders/x", "/stock/x", "/payment/x"] {
             gateway.eventually_answered_by(path, "").await;
+        }
+        for (name, metrics) in &gateway.processes {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while gateway.accepted(*metrics).await.is_none() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name}'s exporter on {metrics} never answered"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         gateway
     }
@@ -151,8 +184,8 @@ impl Gateway {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{path} never answered by {prefix:?}: last {status} {body} (log {})",
-                self.supervisor.log_path("haproxy").display()
+                "{path} never answered by {prefix:?}: last {status} {body} (logs in {})",
+                self.supervisor.logs_dir().display()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -226,5 +259,105 @@ async fn a_dead_instance_gets_no_traffic_and_no_request_fails() {
             .unwrap();
         assert_eq!(response.status().as_u16(), 200);
         assert!(response.text().await.unwrap().starts_with("payment-2"));
+    }
+}
+
+impl Gateway {
+    /// Connections the public frontend of the process exporting on `metrics` has accepted,
+    /// from its own Prometheus exporter; `None` while that process does not answer.
+    async fn accepted(&self, metrics: SocketAddr) -> Option<u64> {
+        let (status, body) = self.get(&format!("http://{metrics}/metrics")).await;
+        if status != 200 {
+            return None;
+        }
+        body.lines()
+            .find(|line| {
+                line.starts_with("haproxy_frontend_connections_total")
+                    && line.contains("proxy=\"gateway\"")
+            })
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// `count` requests, each on a new connection (so the kernel picks a listener for
+    /// each), that must all succeed.
+    async fn all_served_on_new_connections(&self, phase: &str, count: usize) {
+        let fresh = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        for attempt in 0..count {
+            let response = fresh.get(self.url("/stock/find/1")).send().await;
+            let status = response.as_ref().map(|r| r.status().as_u16());
+            assert!(
+                matches!(status, Ok(200)),
+                "{phase}: request {attempt} on a new connection: {response:?}"
+            );
+        }
+    }
+}
+
+/// Two HAProxy processes share the gateway's ports (SO_REUSEPORT, HAProxy's default on
+/// Linux): both take connections; once one is killed, every new connection is served by the
+/// other at once, and the supervisor brings the killed one back, serving again.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateway_processes_share_the_ports_and_one_killed_loses_no_new_connection() {
+    let gateway = Gateway::start_processes(2).await;
+    let [(first, first_metrics), (_, second_metrics)] = &gateway.processes[..] else {
+        unreachable!()
+    };
+    gateway.all_served_on_new_connections("both up", 40).await;
+    for metrics in [first_metrics, second_metrics] {
+        let accepted = gateway.accepted(*metrics).await.expect("exporter answers");
+        assert!(
+            accepted > 0,
+            "the process exporting on {metrics} took no connection"
+        );
+    }
+
+    let killed = gateway
+        .supervisor
+        .kill(first)
+        .unwrap()
+        .expect("gateway-1 ran");
+    // Its listening sockets close once its last thread has exited (then the supervisor reaps
+    // it); until then the kernel may still queue a connection on them, which is one of the
+    // requests a kill may lose.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while gateway.supervisor.pid(first).unwrap() == Some(killed) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{first} did not die"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gateway
+        .all_served_on_new_connections("one killed", 40)
+        .await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pid = gateway.supervisor.pid(first).unwrap();
+        if pid.is_some_and(|pid| pid != killed) && gateway.accepted(*first_metrics).await.is_some()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{first} was not restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gateway.supervisor.restarts(first).unwrap(), 1);
+    // The restarted process takes its share of new connections again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gateway.accepted(*first_metrics).await == Some(0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted {first} took no connection"
+        );
+        gateway
+            .all_served_on_new_connections("one restarted", 10)
+            .await;
     }
 }

@@ -423,9 +423,7 @@ pub async fn assert_checkouts_exact_since(
     );
 }
 
-/// The coordinator's process name.
-pub const COORDINATOR: &str = "coordinator";
-/// The coordinator's failpoint variable (`coordinator/src/failpoint.rs`).
+/// The coordinators' failpoint variable (`coordinator/src/failpoint.rs`).
 pub const FAILPOINT: &str = "COORDINATOR_FAILPOINT";
 
 /// A user with 100 credit, an item priced 3 with 100 in stock, and an unpaid order of two of
@@ -440,46 +438,81 @@ pub async fn order_of_two(api: &Api) -> (String, String, String) {
     (user, item, order)
 }
 
-pub async fn coordinator_healthy(system: &System) -> bool {
-    let url = format!("{}/health", system.internal_url(Service::Coordinator));
-    reqwest::get(url)
+/// True if coordinator process `name` answers its health check.
+pub async fn coordinator_healthy(system: &System, name: &str) -> bool {
+    let Some(url) = system.instance_url(name) else {
+        return false;
+    };
+    reqwest::get(format!("{url}/health"))
         .await
         .is_ok_and(|r| r.status().is_success())
 }
 
-/// Restarts the coordinator with `failpoint` armed and keeps it down once it has crashed.
+/// Restarts every coordinator with `failpoint` armed, waits until they serve, and pauses their
+/// restarts so that one that exits at its failpoint stays down. Both are armed because the
+/// order service may give a checkout to either.
 pub async fn arm_coordinator_failpoint(system: &System, failpoint: &str) {
     let supervisor = system.supervisor();
-    supervisor
-        .set_env(COORDINATOR, FAILPOINT, Some(failpoint))
-        .expect("set env");
-    supervisor.stop(COORDINATOR).expect("stop coordinator");
-    supervisor.start(COORDINATOR).expect("start coordinator");
-    wait_until("armed coordinator healthy", Duration::from_secs(30), || {
-        coordinator_healthy(system)
-    })
-    .await;
-    supervisor
-        .pause_restarts(COORDINATOR)
-        .expect("pause restarts");
+    for name in system.processes(Service::Coordinator) {
+        supervisor
+            .set_env(&name, FAILPOINT, Some(failpoint))
+            .expect("set env");
+        supervisor.stop(&name).expect("stop coordinator");
+        supervisor.start(&name).expect("start coordinator");
+    }
+    for name in system.processes(Service::Coordinator) {
+        wait_until(
+            &format!("armed {name} healthy"),
+            Duration::from_secs(30),
+            || coordinator_healthy(system, &name),
+        )
+        .await;
+        supervisor.pause_restarts(&name).expect("pause restarts");
+    }
 }
 
-/// Waits until the armed coordinator has exited at its failpoint.
-pub async fn wait_coordinator_crashed(system: &System) {
+/// Waits until an armed coordinator has exited at its failpoint; returns its name.
+pub async fn wait_coordinator_crashed(system: &System) -> String {
     let supervisor = system.supervisor();
+    let names = system.processes(Service::Coordinator);
+    let down = || {
+        names
+            .iter()
+            .find(|name| supervisor.pid(name).expect("pid").is_none())
+            .cloned()
+    };
     wait_until(
-        "coordinator crashed at its failpoint",
+        "a coordinator crashed at its failpoint",
         Duration::from_secs(30),
-        || async { supervisor.pid(COORDINATOR).expect("pid").is_none() },
+        || async { down().is_some() },
     )
     .await;
+    down().expect("a crashed coordinator")
 }
 
-/// Starts the crashed coordinator again with its failpoint disarmed.
+/// Takes every coordinator still running down as well (and keeps it down), for a test of
+/// what happens while no coordinator runs: a live peer would otherwise finish the crashed
+/// one's transactions.
+pub async fn keep_coordinators_down(system: &System) {
+    for name in system.processes(Service::Coordinator) {
+        system
+            .keep_down(&name, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|error| panic!("keep {name} down: {error}"));
+    }
+}
+
+/// Starts every coordinator again with its failpoint disarmed (a running one is restarted:
+/// its environment is read at start), restarted again whenever it exits.
 pub fn restart_coordinator_clean(system: &System) {
     let supervisor = system.supervisor();
-    supervisor
-        .set_env(COORDINATOR, FAILPOINT, None)
-        .expect("clear env");
-    supervisor.start(COORDINATOR).expect("start coordinator");
+    for name in system.processes(Service::Coordinator) {
+        supervisor
+            .set_env(&name, FAILPOINT, None)
+            .expect("clear env");
+        if supervisor.pid(&name).expect("pid").is_some() {
+            supervisor.stop(&name).expect("stop coordinator");
+        }
+        supervisor.start(&name).expect("start coordinator");
+    }
 }

@@ -32,9 +32,11 @@ pub const EXIT_ERROR: u8 = 2;
 /// How long a run waits for another holder of the recovery lock.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
-/// Default grace for undecided branches: above the coordinator's default phase-one bound
-/// (`MAX_PHASE_ONE_MS`, 45 s) plus a decision write.
-pub const DEFAULT_GRACE_SECS: u64 = 120;
+/// Default grace for undecided branches. Safety does not depend on it: the CLI fences a
+/// transaction off (an abort record no commit decision can overtake) before it rolls a branch
+/// back. It keeps the CLI from aborting checkouts that are still running: far above the
+/// coordinator's longest phase one (`MAX_PHASE_ONE_MS`, 5 s).
+pub const DEFAULT_GRACE_SECS: u64 = 30;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -298,10 +300,10 @@ impl Databases {
                 .map_err(|error| CliError::Usage(error.to_string()))?;
         }
         Ok(Recovery {
-            coordinator,
+            scope: coordinator,
+            own: None,
             log: &self.log,
             participants: &self.participants,
-            in_flight: None,
             grace: Duration::from_secs(grace),
         })
     }
@@ -312,7 +314,10 @@ impl Databases {
         let deadline = tokio::time::Instant::now() + LOCK_WAIT;
         loop {
             let mut guard = self.log.begin().await.map_err(log_error)?;
-            if recovery::try_lock(&mut guard).await.map_err(log_error)? {
+            if recovery::try_lock(&mut guard, None)
+                .await
+                .map_err(log_error)?
+            {
                 return Ok(guard);
             }
             drop(guard);
@@ -522,6 +527,20 @@ async fn force_one(
             CommitResult::Lost => ("is gone without a marker (hazard)", false),
             CommitResult::Busy => ("is being finished by another session", false),
         },
+        // Without a decision, the transaction's coordinator may still log one: fence it off
+        // first, and leave the branch alone if a commit got there before the fence.
+        ManualAction::Rollback
+            if item.log == LogState::NoRecord
+                && log::fence(&databases.log, gid.txid(), recovery::CLI_IDENTITY)
+                    .await
+                    .map_err(log_error)?
+                    == log::Fate::Commit =>
+        {
+            (
+                "has a commit decision now (it landed before the fence); not rolled back",
+                false,
+            )
+        }
         ManualAction::Rollback => match finish::rollback_prepared(pool, &gid)
             .await
             .map_err(participant_error)?

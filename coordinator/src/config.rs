@@ -62,27 +62,18 @@ pub struct Config {
     )]
     pub participants: Vec<ParticipantSpec>,
 
-    /// Longest wait for one participant's vote; past it the transaction aborts. Generous on
-    /// purpose: the global lock order rules out deadlocks, so a long wait is a queue on a hot
-    /// row (the consistency test's single item with 100 checkouts in flight), which a short
-    /// bound would turn into spurious failures. Orphaned locks are cleared by recovery within
-    /// seconds, not by this timeout.
-    #[arg(long, env = "PREPARE_TIMEOUT_MS", default_value_t = 20_000)]
-    pub prepare_timeout_ms: u64,
-
-    /// Longest phase one that may still end in a commit decision: a transaction whose votes
-    /// took longer aborts instead. Recovery tools may therefore treat an undecided branch
-    /// older than this (plus the decision write) as aborted; `wdm-recovery`'s default grace
-    /// (120 s) stays above it.
-    #[arg(long, env = "MAX_PHASE_ONE_MS", default_value_t = 45_000)]
+    /// Longest phase one a caller may ask for: a transaction's deadline is moved back to at
+    /// most this long after the coordinator received it. It bounds how long a transaction
+    /// without a decision can hold its rows: a peer coordinator (or the CLI) may fence off and
+    /// roll back another coordinator's undecided branch once it is older than this plus
+    /// `twopc::deadline::SETTLE`. Matches the order service's `PHASE_ONE_MS`.
+    #[arg(long, env = "MAX_PHASE_ONE_MS", default_value_t = 5_000)]
     pub max_phase_one_ms: u64,
 
-    /// How long a reply waits for phase two before it is handed to recovery.
-    #[arg(long, env = "PHASE_TWO_WAIT_MS", default_value_t = 5_000)]
-    pub phase_two_wait_ms: u64,
-
     /// Period of the background recovery rounds.
-    #[arg(long, env = "RECOVERY_INTERVAL_MS", default_value_t = 3_000)]
+    /// Short, because a round is also how a stopped peer's branches get finished: they hold
+    /// their rows until a round fences them off.
+    #[arg(long, env = "RECOVERY_INTERVAL_MS", default_value_t = 1_000)]
     pub recovery_interval_ms: u64,
 
     /// Pool size per participant database and for the log.
@@ -96,26 +87,14 @@ fn parse_name(raw: &str) -> Result<String, String> {
 }
 
 impl Config {
-    pub fn prepare_timeout(&self) -> Duration {
-        Duration::from_millis(self.prepare_timeout_ms)
-    }
-
-    /// Participants wait for row locks a little less than the coordinator waits for their
-    /// vote, so a lock wait ends in a clean "no" rather than a late prepare that recovery must
-    /// roll back.
-    pub fn lock_timeout(&self) -> Duration {
-        let prepare = self.prepare_timeout();
-        prepare
-            .saturating_sub(Duration::from_millis(1_500))
-            .max(prepare / 2)
-    }
-
     pub fn max_phase_one(&self) -> Duration {
         Duration::from_millis(self.max_phase_one_ms)
     }
 
-    pub fn phase_two_wait(&self) -> Duration {
-        Duration::from_millis(self.phase_two_wait_ms)
+    /// Age past which another coordinator's branch without a decision is fenced off and
+    /// rolled back: no deadline of a transaction started before it can still be ahead.
+    pub fn peer_grace(&self) -> Duration {
+        self.max_phase_one() + twopc::deadline::SETTLE
     }
 
     pub fn recovery_interval(&self) -> Duration {

@@ -2,8 +2,10 @@
 //!
 //! `COORDINATOR_FAILPOINT=<name>[@<n>]` makes the coordinator exit hard the `n`-th time (default
 //! the first) it reaches the point `name`. Points: `after_first_prepare`, `before_decision`,
-//! `after_decision`, `mid_phase_two`. Only debug builds read the variable; release builds
-//! compile every point to nothing.
+//! `after_decision`, `mid_phase_two`. `hold_after_decision` is a point that holds instead: the
+//! `n`-th transaction reaching it, right after its commit decision is durable, waits
+//! [`HOLD`] before phase two (its caller can be killed meanwhile). Only debug builds read the
+//! variable; release builds compile every point to nothing.
 
 #[cfg(debug_assertions)]
 mod imp {
@@ -36,16 +38,32 @@ mod imp {
             .as_ref()
     }
 
+    /// True exactly the `n`-th time the armed point `point` is reached.
+    pub fn reached(point: &str) -> bool {
+        let Some(armed) = armed() else { return false };
+        armed.name == point && armed.remaining.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+
     pub fn hit(point: &str) {
-        let Some(armed) = armed() else { return };
-        if armed.name != point {
-            return;
-        }
-        if armed.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if reached(point) {
             eprintln!("failpoint {point}: exiting hard");
             std::process::exit(101);
         }
     }
+}
+
+/// How long [`hold`] holds.
+pub const HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits [`HOLD`] when the test armed this point.
+pub async fn hold(point: &str) {
+    #[cfg(debug_assertions)]
+    if imp::reached(point) {
+        eprintln!("failpoint {point}: holding for {HOLD:?}");
+        tokio::time::sleep(HOLD).await;
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
 }
 
 /// Exits the process hard when the test armed this point.
@@ -61,3 +79,4 @@ pub const AFTER_FIRST_PREPARE: &str = "after_first_prepare";
 pub const BEFORE_DECISION: &str = "before_decision";
 pub const AFTER_DECISION: &str = "after_decision";
 pub const MID_PHASE_TWO: &str = "mid_phase_two";
+pub const HOLD_AFTER_DECISION: &str = "hold_after_decision";

@@ -67,7 +67,8 @@ impl Coordinator {
         let participants =
             participants::Participants::connect(&config.participants, config.db_max_connections)?;
         let app = App {
-            http: service_kit::http::client(config.prepare_timeout()),
+            // Every call sets its own timeout from its deadline; this bound is a backstop.
+            http: service_kit::http::client(std::time::Duration::from_secs(30)),
             config: Arc::new(config),
             log,
             participants: Arc::new(participants),

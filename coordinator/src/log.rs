@@ -9,7 +9,13 @@
 //! * when a crashed incarnation is replaced, the new one gets the lock only after PostgreSQL
 //!   has ended the old writer session, so every decision the old process sent is either
 //!   committed or gone before the new one reads the log. Answers of "no record, presumed
-//!   abort" are therefore final.
+//!   abort" about its own transactions are therefore final.
+//!
+//! Every commit decision carries its transaction's deadline and lands only before it: the
+//! `INSERT` checks the database's clock row by row, so a decision delayed by retries, a stopped
+//! process or a failover can never land late. Anyone else who needs a final answer about a
+//! transaction (a peer coordinator, a status question, the CLI) writes an abort record under
+//! its txid ([`DecisionLog::fence`]); the primary key decides between the two.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -17,6 +23,7 @@ use sqlx::{
     postgres::PgConnectOptions, ConnectOptions, Connection, Executor, PgConnection, PgPool, Row,
 };
 use tokio::sync::{mpsc, oneshot};
+use twopc::Deadline;
 use uuid::Uuid;
 
 use crate::telemetry;
@@ -27,7 +34,26 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most decisions forced in one write.
 const MAX_BATCH: usize = 512;
 
-/// A commit decision as the log holds it.
+/// What the log says a transaction's outcome is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    Commit,
+    /// Fenced off: an abort record that no commit decision can overtake.
+    Abort,
+}
+
+impl Fate {
+    fn from_column(outcome: &str) -> Self {
+        if outcome == "abort" {
+            Fate::Abort
+        } else {
+            Fate::Commit
+        }
+    }
+}
+
+/// A decision as the log holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub txid: Uuid,
@@ -35,12 +61,16 @@ pub struct Decision {
     pub participants: Vec<String>,
     pub decided_at: chrono::DateTime<chrono::Utc>,
     pub finished: bool,
+    pub fate: Fate,
 }
 
 struct PendingDecision {
     txid: Uuid,
     participants: String,
-    durable: oneshot::Sender<()>,
+    deadline: Deadline,
+    /// True once the commit decision is durable; false when it was refused (its deadline had
+    /// passed where it landed, or the transaction was fenced off first).
+    durable: oneshot::Sender<bool>,
 }
 
 /// Handle to the log; cheap to clone.
@@ -76,23 +106,37 @@ impl DecisionLog {
         })
     }
 
-    /// Forces a commit decision to disk. Returns only once it is durable: retries through
-    /// connection failures for as long as it takes, because until it returns nobody has been
-    /// told anything and the branches stay prepared.
-    pub async fn record_commit(&self, txid: Uuid, participants: &[String]) {
+    /// Forces a commit decision to disk, if it lands before `deadline`. Returns true once it
+    /// is durable, false if it was refused (too late, or fenced off by someone else): then the
+    /// transaction aborts. Retries through connection failures until the log answers; a retry
+    /// after the deadline can only learn what an earlier attempt did, never log anew.
+    pub async fn record_commit(
+        &self,
+        txid: Uuid,
+        participants: &[String],
+        deadline: Deadline,
+    ) -> bool {
         let (durable, written) = oneshot::channel();
         let pending = PendingDecision {
             txid,
             participants: participants.join(","),
+            deadline,
             durable,
         };
         if self.writer.send(pending).await.is_err() {
-            // The writer task ended: the process is shutting down. Never return as if durable.
+            // The writer task ended: the process is shutting down. Never return as if decided.
             std::future::pending::<()>().await;
         }
-        if written.await.is_err() {
-            std::future::pending::<()>().await;
+        match written.await {
+            Ok(durable) => durable,
+            Err(_) => std::future::pending().await,
         }
+    }
+
+    /// Makes the outcome of `txid` final: writes an abort record unless a commit decision is
+    /// there first, and returns whichever is the log's answer now.
+    pub async fn fence(&self, txid: Uuid) -> Result<Fate, sqlx::Error> {
+        fence(&self.pool, txid, &self.coordinator).await
     }
 
     /// Marks a decision finished (every branch committed). Lazy and batched: losing it only
@@ -171,28 +215,29 @@ async fn write_decisions(
         }
         let txids: Vec<Uuid> = batch.iter().map(|d| d.txid).collect();
         let participants: Vec<String> = batch.iter().map(|d| d.participants.clone()).collect();
+        let deadlines: Vec<i64> = batch
+            .iter()
+            .map(|d| d.deadline.as_millis() as i64)
+            .collect();
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(50);
-        loop {
-            // `on conflict do nothing` makes a retry after an unknown outcome safe.
-            let insert = sqlx::query(
-                "insert into decisions (txid, coordinator, participants) \
-                 select t, $2, p from unnest($1::uuid[], $3::text[]) as d(t, p) \
-                 on conflict (txid) do nothing",
-            )
-            .bind(txids.clone())
-            .bind(coordinator.clone())
-            .bind(participants.clone())
-            .execute(&mut conn);
+        let mut first_attempt = true;
+        let committed = loop {
+            let attempt = write_batch(&mut conn, &coordinator, &txids, &participants, &deadlines);
             // A write that hangs (a dead peer behind a proxy) is treated like a failed one: the
             // connection is replaced, and the retry cannot log a decision twice.
-            let written = match tokio::time::timeout(WRITE_TIMEOUT, insert).await {
-                Ok(result) => result.map(|_| ()).map_err(|error| error.to_string()),
+            let written = match tokio::time::timeout(WRITE_TIMEOUT, attempt).await {
+                Ok(Ok(inserted)) if first_attempt => Ok(inserted),
+                // After a failed attempt, a decision missing from this insert may have landed in
+                // the earlier one: the log says which.
+                Ok(Ok(_)) => committed_of(&mut conn, &txids).await,
+                Ok(Err(error)) => Err(error.to_string()),
                 Err(_) => Err(format!("no answer within {WRITE_TIMEOUT:?}")),
             };
             match written {
-                Ok(()) => break,
+                Ok(committed) => break committed,
                 Err(error) => {
+                    first_attempt = false;
                     tracing::error!(%error, decisions = txids.len(), "decision write failed; reconnecting");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -202,14 +247,82 @@ async fn write_decisions(
                     }
                 }
             }
-        }
+        };
         metrics::histogram!(telemetry::PHASE_DURATION, "phase" => "decision", "participant" => "log")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!(telemetry::DECISION_BATCH).record(batch.len() as f64);
         for decision in batch {
-            let _ = decision.durable.send(());
+            let durable = committed.contains(&decision.txid);
+            if !durable {
+                tracing::warn!(txid = %decision.txid, "commit decision refused: too late or fenced off");
+            }
+            let _ = decision.durable.send(durable);
         }
     }
+}
+
+/// Inserts the batch's commit decisions, each only if it lands before its deadline and no
+/// record (a fence) is there; returns the txids inserted.
+async fn write_batch(
+    conn: &mut PgConnection,
+    coordinator: &str,
+    txids: &[Uuid],
+    participants: &[String],
+    deadlines: &[i64],
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+    let rows: Vec<Uuid> = sqlx::query_scalar(
+        "insert into decisions (txid, coordinator, participants) \
+         select t, $2, p from unnest($1::uuid[], $3::text[], $4::bigint[]) as d(t, p, by) \
+         where clock_timestamp() < to_timestamp(by::double precision / 1000) \
+         on conflict (txid) do nothing \
+         returning txid",
+    )
+    .bind(txids)
+    .bind(coordinator)
+    .bind(participants)
+    .bind(deadlines)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Of `txids`, those whose logged outcome is commit.
+async fn committed_of(
+    conn: &mut PgConnection,
+    txids: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, String> {
+    let rows: Vec<Uuid> = sqlx::query_scalar(
+        "select txid from decisions where txid = any($1) and outcome = 'commit'",
+    )
+    .bind(txids)
+    .fetch_all(conn)
+    .await
+    .map_err(|error| error.to_string())?;
+    Ok(rows.into_iter().collect())
+}
+
+/// See [`DecisionLog::fence`]. `by` names who fenced (a coordinator, or the CLI).
+pub async fn fence(pool: &PgPool, txid: Uuid, by: &str) -> Result<Fate, sqlx::Error> {
+    // A commit decision being written at this moment holds the key: the insert waits for it and
+    // then does nothing. The read after it is a new statement, so it sees that decision.
+    let fenced = sqlx::query(
+        "insert into decisions (txid, coordinator, participants, outcome, finished_at) \
+         values ($1, $2, '', 'abort', now()) on conflict (txid) do nothing",
+    )
+    .bind(txid)
+    .bind(by)
+    .execute(pool)
+    .await?;
+    if fenced.rows_affected() == 1 {
+        metrics::counter!(telemetry::FENCES).increment(1);
+        tracing::info!(%txid, "transaction fenced off (abort record)");
+        return Ok(Fate::Abort);
+    }
+    let outcome: String = sqlx::query_scalar("select outcome from decisions where txid = $1")
+        .bind(txid)
+        .fetch_one(pool)
+        .await?;
+    Ok(Fate::from_column(&outcome))
 }
 
 async fn finish_decisions(pool: PgPool, mut finished: mpsc::UnboundedReceiver<Uuid>) {
@@ -244,7 +357,9 @@ pub async fn mark_finished(pool: &PgPool, txids: &[Uuid]) -> Result<(), sqlx::Er
 fn decision_from_row(row: &sqlx::postgres::PgRow) -> Result<Decision, sqlx::Error> {
     let participants: String = row.try_get("participants")?;
     let finished_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("finished_at")?;
+    let outcome: String = row.try_get("outcome")?;
     Ok(Decision {
+        fate: Fate::from_column(&outcome),
         txid: row.try_get("txid")?,
         coordinator: row.try_get("coordinator")?,
         participants: participants.split(',').map(str::to_owned).collect(),
@@ -254,12 +369,15 @@ fn decision_from_row(row: &sqlx::postgres::PgRow) -> Result<Decision, sqlx::Erro
 }
 
 pub async fn lookup(pool: &PgPool, txid: Uuid) -> Result<Option<Decision>, sqlx::Error> {
-    sqlx::query("select txid, coordinator, participants, decided_at, finished_at from decisions where txid = $1")
-        .bind(txid)
-        .fetch_optional(pool)
-        .await?
-        .map(|row| decision_from_row(&row))
-        .transpose()
+    sqlx::query(
+        "select txid, coordinator, participants, decided_at, finished_at, outcome \
+         from decisions where txid = $1",
+    )
+    .bind(txid)
+    .fetch_optional(pool)
+    .await?
+    .map(|row| decision_from_row(&row))
+    .transpose()
 }
 
 pub async fn unfinished(
@@ -267,8 +385,8 @@ pub async fn unfinished(
     coordinator: &str,
 ) -> Result<HashMap<Uuid, Decision>, sqlx::Error> {
     let rows = sqlx::query(
-        "select txid, coordinator, participants, decided_at, finished_at from decisions \
-         where coordinator = $1 and finished_at is null",
+        "select txid, coordinator, participants, decided_at, finished_at, outcome \
+         from decisions where coordinator = $1 and finished_at is null",
     )
     .bind(coordinator)
     .fetch_all(pool)
@@ -294,7 +412,8 @@ pub async fn record_hazard(pool: &PgPool, gid: &twopc::Gid) -> Result<(), sqlx::
 /// Unfinished decisions of every coordinator (the CLI's view).
 pub async fn unfinished_all(pool: &PgPool) -> Result<HashMap<Uuid, Decision>, sqlx::Error> {
     let rows = sqlx::query(
-        "select txid, coordinator, participants, decided_at, finished_at from decisions where finished_at is null",
+        "select txid, coordinator, participants, decided_at, finished_at, outcome \
+         from decisions where finished_at is null",
     )
     .fetch_all(pool)
     .await?;
@@ -303,17 +422,24 @@ pub async fn unfinished_all(pool: &PgPool) -> Result<HashMap<Uuid, Decision>, sq
         .collect()
 }
 
-/// Of `txids`, those with a decision record, and whether that record is finished.
-pub async fn recorded(pool: &PgPool, txids: &[Uuid]) -> Result<HashMap<Uuid, bool>, sqlx::Error> {
+/// Of `txids`, those with a record: its outcome, and whether the record is finished.
+pub async fn recorded(
+    pool: &PgPool,
+    txids: &[Uuid],
+) -> Result<HashMap<Uuid, (Fate, bool)>, sqlx::Error> {
     if txids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, bool)> =
-        sqlx::query_as("select txid, finished_at is not null from decisions where txid = any($1)")
-            .bind(txids.to_vec())
-            .fetch_all(pool)
-            .await?;
-    Ok(rows.into_iter().collect())
+    let rows: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "select txid, outcome, finished_at is not null from decisions where txid = any($1)",
+    )
+    .bind(txids.to_vec())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(txid, outcome, finished)| (txid, (Fate::from_column(&outcome), finished)))
+        .collect())
 }
 
 /// Records what an operator did by hand (recovery CLI).

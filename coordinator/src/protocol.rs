@@ -8,21 +8,30 @@
 //!    for a lone checkout but deadlocks under the consistency test's hot item.
 //! 2. Any no vote, error or timeout decides ABORT; nothing is logged for it.
 //! 3. All yes: the COMMIT decision is forced to the log (group commit). That write is the
-//!    commit point. A phase one that took longer than `max_phase_one` (45 s by default) aborts
-//!    instead, so a branch without a decision that is older than that bound is never decided
-//!    later: the recovery CLI, which cannot see this process's in-flight set, relies on it
-//!    for its grace period.
+//!    commit point, and it lands only before the transaction's deadline (checked by the log
+//!    database itself) and only if nobody fenced the transaction off first.
 //! 4. Phase two finishes every branch directly in its participant's database, in parallel,
-//!    retrying until done. The caller gets its answer when phase two is done or after
-//!    `phase_two_wait`, when the still-running task (and recovery) own the rest.
+//!    retrying until done. The caller gets its answer when phase two is done or at its
+//!    `reply_by`, when the still-running task (and recovery) own the rest.
+//!
+//! **Deadlines.** The caller's deadline (moved back to at most `max_phase_one` from now) goes
+//! to every participant, which bounds its whole branch by it and cannot prepare after it. The
+//! wait for a vote ends shortly after it. A vote that did not arrive leaves its branch maybe
+//! prepared: it is rolled back, again and again, until "not prepared" is final
+//! (`deadline + SETTLE`), so an abandoned branch holds its rows for moments, not until the next
+//! recovery round.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::task::JoinSet;
 use twopc::{
+    deadline::SETTLE,
     finish::{self, CommitResult, RollbackResult},
     wire::{BranchRequest, Outcome, PrepareRequest, Refusal, TransactionRequest, Vote},
-    Gid,
+    Deadline, Gid,
 };
 use uuid::Uuid;
 
@@ -39,8 +48,6 @@ pub enum RequestError {
     DuplicateParticipant(String),
     #[error("transaction {0} is already running")]
     AlreadyRunning(Uuid),
-    #[error("transaction {0} was already reported aborted")]
-    AlreadySettled(Uuid),
 }
 
 struct PlannedBranch {
@@ -49,31 +56,41 @@ struct PlannedBranch {
     work: serde_json::Value,
 }
 
+/// How long after the deadline a vote may still arrive (the participant's own bound fires at
+/// the deadline; this covers the reply's way back).
+const VOTE_MARGIN: Duration = Duration::from_secs(1);
+
 /// Runs a transaction to its outcome.
 pub async fn run(app: &App, request: TransactionRequest) -> Result<Outcome, RequestError> {
     let txid = request.txid;
     let plan = plan(app, txid, request.branches)?;
+    let deadline = request
+        .deadline
+        .min(Deadline::after(app.config.max_phase_one()));
     match app.inflight.start(txid) {
         Start::Started => {}
         Start::AlreadyRunning => return Err(RequestError::AlreadyRunning(txid)),
-        Start::AlreadySettled => return Err(RequestError::AlreadySettled(txid)),
     }
     let started = Instant::now();
 
     // Phase one.
-    let mut prepared: Vec<&PlannedBranch> = Vec::with_capacity(plan.len());
+    let mut prepared: Vec<(&PlannedBranch, Settled)> = Vec::with_capacity(plan.len());
     let mut refusal: Option<(String, Refusal)> = None;
     for (index, branch) in plan.iter().enumerate() {
-        let vote = prepare(app, branch).await;
+        if deadline.has_passed() {
+            refusal = Some(("coordinator".to_owned(), out_of_time()));
+            break;
+        }
+        let vote = prepare(app, branch, deadline).await;
         match vote {
-            Ok(Vote::Yes) => prepared.push(branch),
+            Ok(Vote::Yes) => prepared.push((branch, Settled::Now)),
             Ok(Vote::No(no)) => {
                 refusal = Some((branch.participant.name.clone(), no));
                 break;
             }
             Err(unreachable) => {
-                // The branch may have prepared before the failure: roll it back too.
-                prepared.push(branch);
+                // The branch may be prepared, or become prepared until the deadline.
+                prepared.push((branch, Settled::After(deadline.plus(SETTLE))));
                 refusal = Some((branch.participant.name.clone(), unreachable));
                 break;
             }
@@ -83,38 +100,33 @@ pub async fn run(app: &App, request: TransactionRequest) -> Result<Outcome, Requ
         }
     }
 
-    if refusal.is_none() && started.elapsed() > app.config.max_phase_one() {
-        tracing::warn!(%txid, elapsed = ?started.elapsed(), "phase one over its bound; abort");
-        refusal = Some((
-            "coordinator".to_owned(),
-            Refusal::transient("timeout", "the transaction took too long, try again"),
-        ));
-    }
-
     let outcome = match refusal {
-        Some((participant, refusal)) => {
-            tracing::debug!(%txid, %participant, code = %refusal.code, "abort");
-            let gids = prepared
-                .iter()
-                .map(|b| (b.participant.clone(), b.gid.clone()))
-                .collect();
-            finish_in_background(app, txid, Decision::Abort, gids).await;
-            Outcome::Aborted {
-                participant,
-                refusal,
-            }
-        }
+        Some(refusal) => abort(app, txid, refusal, prepared, request.reply_by).await,
         None => {
             failpoint::hit(failpoint::BEFORE_DECISION);
             let names: Vec<String> = plan.iter().map(|b| b.participant.name.clone()).collect();
-            app.log.record_commit(txid, &names).await;
-            failpoint::hit(failpoint::AFTER_DECISION);
-            let gids = plan
-                .iter()
-                .map(|b| (b.participant.clone(), b.gid.clone()))
-                .collect();
-            finish_in_background(app, txid, Decision::Commit, gids).await;
-            Outcome::Committed
+            if app.log.record_commit(txid, &names, deadline).await {
+                failpoint::hit(failpoint::AFTER_DECISION);
+                failpoint::hold(failpoint::HOLD_AFTER_DECISION).await;
+                let gids = plan
+                    .iter()
+                    .map(|b| (b.participant.clone(), b.gid.clone(), Settled::Now))
+                    .collect();
+                finish(
+                    app,
+                    txid,
+                    Decision::Commit,
+                    gids,
+                    Outcome::Committed,
+                    request.reply_by,
+                )
+                .await;
+                Outcome::Committed
+            } else {
+                let prepared = plan.iter().map(|b| (b, Settled::Now)).collect();
+                let refusal = ("coordinator".to_owned(), out_of_time());
+                abort(app, txid, refusal, prepared, request.reply_by).await
+            }
         }
     };
     let label = match &outcome {
@@ -127,6 +139,30 @@ pub async fn run(app: &App, request: TransactionRequest) -> Result<Outcome, Requ
     metrics::histogram!(telemetry::PHASE_DURATION, "phase" => "total", "participant" => "all")
         .record(started.elapsed().as_secs_f64());
     Ok(outcome)
+}
+
+fn out_of_time() -> Refusal {
+    Refusal::transient("timeout", "the checkout ran out of time, try again")
+}
+
+async fn abort(
+    app: &App,
+    txid: Uuid,
+    (participant, refusal): (String, Refusal),
+    prepared: Vec<(&PlannedBranch, Settled)>,
+    reply_by: Deadline,
+) -> Outcome {
+    tracing::debug!(%txid, %participant, code = %refusal.code, "abort");
+    let outcome = Outcome::Aborted {
+        participant,
+        refusal,
+    };
+    let gids = prepared
+        .into_iter()
+        .map(|(b, settled)| (b.participant.clone(), b.gid.clone(), settled))
+        .collect();
+    finish(app, txid, Decision::Abort, gids, outcome.clone(), reply_by).await;
+    outcome
 }
 
 fn plan(
@@ -159,11 +195,11 @@ fn plan(
 
 /// Asks one participant for its vote. `Err` carries the refusal for a participant that could
 /// not be asked or did not answer in time (its branch may or may not be prepared).
-async fn prepare(app: &App, branch: &PlannedBranch) -> Result<Vote, Refusal> {
+async fn prepare(app: &App, branch: &PlannedBranch, deadline: Deadline) -> Result<Vote, Refusal> {
     let name = branch.participant.name.as_str();
     let body = PrepareRequest {
         gid: branch.gid.to_string(),
-        lock_timeout_ms: app.config.lock_timeout().as_millis() as u64,
+        deadline,
         work: branch.work.clone(),
     };
     let started = Instant::now();
@@ -187,18 +223,30 @@ async fn ask(app: &App, participant: &Participant, body: &PrepareRequest) -> Res
         tracing::warn!(participant = %name, %detail, "no vote");
         Refusal::transient("unavailable", format!("{name} could not vote, try again"))
     };
-    // Only a connection that was never made is retried here; anything sent may have been
-    // acted upon, and the gid makes a repeated prepare vote yes without doing the work twice,
-    // but a slow participant is better answered with an abort than with more load.
-    let mut attempts = 0;
+    // A request that failed without an answer (a refused or reset connection, one closed by a
+    // proxy whose server died) is sent again with the same gid while time is left: a repeated
+    // prepare of a prepared branch votes yes without doing the work twice. Only a wait that
+    // ran out is not repeated: the participant is slow, and more load would not help it.
+    let mut pause = Duration::from_millis(20);
     let response = loop {
-        attempts += 1;
-        match app.http.post(url).json(body).send().await {
+        let Some(left) = body.deadline.remaining() else {
+            return Err(unreachable("no answer before the deadline".to_owned()));
+        };
+        match app
+            .http
+            .post(url)
+            .timeout(left + VOTE_MARGIN)
+            .json(body)
+            .send()
+            .await
+        {
             Ok(response) => break response,
-            Err(error) if error.is_connect() && attempts < 3 => {
-                tokio::time::sleep(std::time::Duration::from_millis(100 * attempts)).await;
+            Err(error) if error.is_timeout() => return Err(unreachable(error.to_string())),
+            Err(error) => {
+                tracing::debug!(participant = %name, %error, "prepare not delivered; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
             }
-            Err(error) => return Err(unreachable(error.to_string())),
         }
     };
     let status = response.status();
@@ -222,22 +270,37 @@ pub enum Decision {
     Abort,
 }
 
-/// Phase two. Waits up to `phase_two_wait` for every branch; whatever is left keeps running
-/// in the background and the transaction stays in flight (recovery leaves it alone) until done.
-async fn finish_in_background(
+/// When a branch's state is final for phase two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// It voted (or it is a commit): what the database says now is final.
+    Now,
+    /// Its vote never arrived: it may become prepared until this moment, so "not prepared"
+    /// before then is not final and the rollback is repeated.
+    After(Deadline),
+}
+
+/// Phase two. Waits until `reply_by` for every branch; whatever is left keeps running in the
+/// background and the transaction stays in flight (recovery leaves it alone) until done. The
+/// outcome is remembered for status questions when the transaction ends.
+async fn finish(
     app: &App,
     txid: Uuid,
     decision: Decision,
-    branches: Vec<(Arc<Participant>, Gid)>,
+    branches: Vec<(Arc<Participant>, Gid, Settled)>,
+    outcome: Outcome,
+    reply_by: Deadline,
 ) {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let app_clone = app.clone();
     tokio::spawn(async move {
         let started = Instant::now();
         let mut tasks = JoinSet::new();
-        for (participant, gid) in branches {
+        for (participant, gid, settled) in branches {
             let app = app_clone.clone();
-            tasks.spawn(async move { finish_branch(&app, &participant, &gid, decision).await });
+            tasks.spawn(
+                async move { finish_branch(&app, &participant, &gid, decision, settled).await },
+            );
         }
         let mut all_committed = true;
         let mut first = true;
@@ -253,14 +316,35 @@ async fn finish_in_background(
         if decision == Decision::Commit && all_committed {
             app_clone.log.finish(txid);
         }
-        app_clone.inflight.end(txid);
+        app_clone.inflight.end(txid, outcome);
         let _ = done_tx.send(());
     });
-    if tokio::time::timeout(app.config.phase_two_wait(), done_rx)
-        .await
-        .is_err()
-    {
+    let wait = reply_by.remaining().unwrap_or_default();
+    if tokio::time::timeout(wait, done_rx).await.is_err() {
         tracing::warn!(%txid, ?decision, "phase two still running; handed to the background");
+    }
+}
+
+/// Finishes the branches of a logged commit decision (a status question about a transaction
+/// whose coordinator may be gone), waiting up to `limit`. Safe beside the coordinator's own
+/// phase two: a branch committed twice answers "already committed" through its marker.
+pub async fn finish_decided(app: &App, decision: &crate::log::Decision, limit: Duration) {
+    let mut tasks = JoinSet::new();
+    for name in &decision.participants {
+        let (Some(participant), Ok(gid)) = (
+            app.participants.get(name).cloned(),
+            Gid::new(&decision.coordinator, decision.txid, name),
+        ) else {
+            continue;
+        };
+        let app = app.clone();
+        tasks.spawn(async move {
+            finish_branch(&app, &participant, &gid, Decision::Commit, Settled::Now).await
+        });
+    }
+    let all = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(limit, all).await.is_err() {
+        tracing::warn!(txid = %decision.txid, "branches of a decided transaction not finished yet");
     }
 }
 
@@ -271,6 +355,7 @@ async fn finish_branch(
     participant: &Participant,
     gid: &Gid,
     decision: Decision,
+    settled: Settled,
 ) -> bool {
     let started = Instant::now();
     let mut backoff = std::time::Duration::from_millis(20);
@@ -290,6 +375,13 @@ async fn finish_branch(
                     finish::rollback_prepared(&participant.pool, gid)
                         .await
                         .map(|r| match r {
+                            // A duplicate of the lost prepare request may still be running
+                            // somewhere: not final until it can no longer prepare.
+                            RollbackResult::RolledBack | RollbackResult::NotPrepared
+                                if matches!(settled, Settled::After(at) if !at.has_passed()) =>
+                            {
+                                None
+                            }
                             RollbackResult::RolledBack | RollbackResult::NotPrepared => Some(true),
                             RollbackResult::WasCommitted => Some(false),
                             RollbackResult::Busy => None,
@@ -303,12 +395,18 @@ async fn finish_branch(
         // a step that did run answers "busy" or, through the marker, "already committed".
         match tokio::time::timeout(STEP_TIMEOUT, step).await {
             Ok(Ok(Some(done))) => break done,
-            Ok(Ok(None)) => tracing::debug!(%gid, "branch busy; retrying"),
+            Ok(Ok(None)) => tracing::debug!(%gid, "branch busy or not settled; retrying"),
             Ok(Err(error)) => tracing::warn!(%gid, %error, "phase two failed; retrying"),
             Err(_) => tracing::warn!(%gid, "phase two step timed out; retrying"),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+        // An unsettled branch is looked at often: if it does get prepared, it holds its rows
+        // until this loop rolls it back.
+        let cap = match settled {
+            Settled::After(at) if !at.has_passed() => Duration::from_millis(100),
+            _ => Duration::from_secs(2),
+        };
+        backoff = (backoff * 2).min(cap);
     };
     metrics::histogram!(telemetry::PHASE_DURATION, "phase" => "phase_two", "participant" => participant.name.clone())
         .record(started.elapsed().as_secs_f64());

@@ -11,9 +11,21 @@
 //! | decision in `T`, branch in `P` and `Q`  | `COMMIT PREPARED`                           |
 //! | decision in `T`, branch in neither      | marker present: already committed; absent: **hazard**, reported, never guessed |
 //! | branch only in `Q`                      | prepared after `P` was read: next round      |
-//! | in `P` and `Q`, no decision, not in `A` | `ROLLBACK PREPARED` (presumed abort), once older than the grace age |
+//! | in `P` and `Q`, no decision, own, not in `A` | `ROLLBACK PREPARED` (presumed abort)    |
+//! | in `P` and `Q`, no decision, another coordinator's (or the CLI's view) | once older than the grace age: fence, then roll back (or commit, if the fence finds a commit) |
+//! | abort record (fenced)                   | `ROLLBACK PREPARED`                          |
 //!
 //! A decision whose branches are all committed is marked finished.
+//!
+//! **Own and peers' branches.** Presumed abort is only sound for the coordinator that holds a
+//! transaction's identity lock: nobody else can be about to log its commit. Every round also
+//! looks at the other coordinators' branches, so that a coordinator that is stopped or gone
+//! for good does not keep its rows locked: a peer's branch without a decision is first
+//! *fenced* (an abort record under its txid, which no commit decision can overtake, see
+//! `log::fence`), then rolled back; if the fence finds a commit instead, the branch is
+//! committed. The grace age keeps rounds from fencing a live peer's transaction: a peer's
+//! deadline is at most `max_phase_one` after it started, so older branches are past it. A
+//! peer's logged commits are finished once a moment old.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -30,7 +42,12 @@ use twopc::{
 };
 use uuid::Uuid;
 
-use crate::{inflight::InFlight, log, participants::Participants, protocol, telemetry, App};
+use crate::{
+    inflight::InFlight,
+    log,
+    participants::{Participant, Participants},
+    protocol, telemetry, App,
+};
 
 /// What recovery would do (or did) with one branch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,7 +93,9 @@ pub enum LogState {
     /// A commit decision already marked finished, yet a branch of it is still prepared (the
     /// record was finished by hand or by an older version): the branch must still commit.
     Finished,
-    /// No record: presumed abort.
+    /// An abort record: the transaction was fenced off.
+    Fenced,
+    /// No record: presumed abort (for its own coordinator; anyone else fences first).
     NoRecord,
 }
 
@@ -85,6 +104,7 @@ impl fmt::Display for LogState {
         f.write_str(match self {
             LogState::Commit => "commit",
             LogState::Finished => "finished",
+            LogState::Fenced => "fenced",
             LogState::NoRecord => "no-record",
         })
     }
@@ -105,6 +125,9 @@ pub struct Item {
     /// Whether the branch's marker row exists (only looked up where it decides something).
     pub marker: Option<bool>,
     pub action: Action,
+    /// A rollback that must fence the transaction off first (it is not the live
+    /// coordinator's own, so its coordinator may still be about to log a commit).
+    pub fence: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -118,15 +141,27 @@ pub struct Plan {
 
 /// The inputs of a round.
 pub struct Recovery<'a> {
-    /// Only gids of this coordinator; `None` for every coordinator (the CLI's default).
-    pub coordinator: Option<&'a str>,
+    /// Only gids of this coordinator; `None` for every coordinator.
+    pub scope: Option<&'a str>,
+    /// The live coordinator running this round; `None` outside the coordinator (the CLI).
+    pub own: Option<Own<'a>>,
     pub log: &'a PgPool,
     pub participants: &'a Participants,
-    /// The live process's running transactions; `None` outside the coordinator.
-    pub in_flight: Option<&'a InFlight>,
-    /// Branches without a decision younger than this are left alone.
+    /// Branches without a decision that are not `own`'s are left alone until this old.
     pub grace: Duration,
 }
+
+/// The coordinator running a round: its identity (whose lock it holds) and its running
+/// transactions.
+#[derive(Clone, Copy)]
+pub struct Own<'a> {
+    pub id: &'a str,
+    pub in_flight: &'a InFlight,
+}
+
+/// A peer's logged commit is finished by others only once this old: until then its own
+/// coordinator is normally in the middle of phase two.
+const PEER_COMMIT_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default, Serialize)]
 pub struct Applied {
@@ -158,7 +193,7 @@ impl Applied {
 
 impl Recovery<'_> {
     fn prefix(&self) -> String {
-        match self.coordinator {
+        match self.scope {
             Some(id) => Gid::coordinator_prefix(id),
             None => twopc::gid::GID_PREFIX.to_owned(),
         }
@@ -190,8 +225,15 @@ impl Recovery<'_> {
     pub async fn plan(&self) -> Result<Plan, sqlx::Error> {
         let mut plan = Plan::default();
         let p = self.list_all(&mut plan.unreachable).await;
-        let a: HashSet<Uuid> = self.in_flight.map(InFlight::snapshot).unwrap_or_default();
-        let t = match self.coordinator {
+        let a: HashSet<Uuid> = self
+            .own
+            .map(|own| own.in_flight.snapshot())
+            .unwrap_or_default();
+        let own_id = self.own.map(|own| own.id);
+        let peer_commit_grace =
+            chrono::Duration::from_std(PEER_COMMIT_GRACE).unwrap_or(chrono::Duration::MAX);
+        let grace = chrono::Duration::from_std(self.grace).unwrap_or(chrono::Duration::MAX);
+        let t = match self.scope {
             Some(id) => log::unfinished(self.log, id).await?,
             None => log::unfinished_all(self.log).await?,
         };
@@ -218,8 +260,12 @@ impl Recovery<'_> {
                 };
                 let text = gid.to_string();
                 let prepared_at = in_q.get(&text).copied();
-                let (action, marker) = if a.contains(&decision.txid) {
+                let ours = own_id == Some(decision.coordinator.as_str());
+                let (action, marker) = if ours && a.contains(&decision.txid) {
                     (Action::InFlight, None)
+                } else if !ours && own_id.is_some() && now - decision.decided_at < peer_commit_grace
+                {
+                    (Action::TooYoung, None)
                 } else if plan.unreachable.contains(participant) {
                     (Action::NextRound, None)
                 } else if in_p.contains_key(&text) && in_q.contains_key(&text) {
@@ -251,10 +297,12 @@ impl Recovery<'_> {
                         log: LogState::Commit,
                         marker,
                         action,
+                        fence: false,
                     });
                 }
             }
-            if all_committed && !a.contains(&decision.txid) {
+            let ours = own_id == Some(decision.coordinator.as_str());
+            if all_committed && !(ours && a.contains(&decision.txid)) {
                 plan.finishable.push(decision.txid);
             }
         }
@@ -275,21 +323,27 @@ impl Recovery<'_> {
             }
             let text = branch.gid.to_string();
             let log_state = match late.get(&txid) {
-                Some(true) => LogState::Finished,
-                Some(false) => LogState::Commit,
+                Some((log::Fate::Commit, true)) => LogState::Finished,
+                Some((log::Fate::Commit, false)) => LogState::Commit,
+                Some((log::Fate::Abort, _)) => LogState::Fenced,
                 None => LogState::NoRecord,
             };
-            let action = if a.contains(&txid) {
+            let ours = own_id == Some(branch.gid.coordinator());
+            let mut fence = false;
+            let action = if ours && a.contains(&txid) {
                 Action::InFlight
-            } else if log_state != LogState::NoRecord {
+            } else if matches!(log_state, LogState::Commit | LogState::Finished) {
                 Action::Commit
+            } else if log_state == LogState::Fenced {
+                Action::Rollback
             } else if !in_p.contains_key(&text) {
                 Action::NextRound
-            } else if now - branch.prepared_at
-                < chrono::Duration::from_std(self.grace).unwrap_or(chrono::Duration::MAX)
-            {
+            } else if ours {
+                Action::Rollback
+            } else if now - branch.prepared_at < grace {
                 Action::TooYoung
             } else {
+                fence = true;
                 Action::Rollback
             };
             plan.items.push(Item {
@@ -302,6 +356,7 @@ impl Recovery<'_> {
                 log: log_state,
                 marker: None,
                 action,
+                fence,
             });
         }
         plan.items.sort_by(|x, y| x.gid.cmp(&y.gid));
@@ -327,7 +382,7 @@ impl Recovery<'_> {
         // A decision is finished once none of its branches is left open.
         let mut finish: Vec<Uuid> = plan.finishable.clone();
         for item in &plan.items {
-            if item.log != LogState::NoRecord
+            if matches!(item.log, LogState::Commit | LogState::Finished)
                 && !blocked.contains(&item.txid)
                 && !finish.contains(&item.txid)
             {
@@ -353,51 +408,21 @@ impl Recovery<'_> {
             return Done::Left;
         };
         match item.action {
-            Action::Commit => {
-                match finish::commit_prepared(&participant.pool, &item.parsed).await {
-                    Ok(CommitResult::Committed | CommitResult::AlreadyCommitted) => {
-                        applied.committed += 1;
-                        count_action("commit");
-                        tracing::info!(gid = %item.gid, "recovery committed branch");
-                        Done::Committed
-                    }
-                    Ok(CommitResult::Lost) => {
-                        applied.hazards += 1;
-                        hazard(self.log, &item.parsed).await;
-                        Done::Hazard
-                    }
-                    Ok(CommitResult::Busy) => {
-                        applied.left += 1;
-                        Done::Busy
-                    }
+            Action::Rollback if item.fence => {
+                let by = self.own.map_or(CLI_IDENTITY, |own| own.id);
+                match log::fence(self.log, item.txid, by).await {
+                    Ok(log::Fate::Abort) => self.rollback(participant, item, applied).await,
+                    Ok(log::Fate::Commit) => self.commit(participant, item, applied).await,
                     Err(error) => {
-                        applied.errors.push(format!("{}: {error}", item.gid));
+                        applied
+                            .errors
+                            .push(format!("{}: fencing: {error}", item.gid));
                         Done::Error(error.to_string())
                     }
                 }
             }
-            Action::Rollback => {
-                match finish::rollback_prepared(&participant.pool, &item.parsed).await {
-                    Ok(RollbackResult::RolledBack | RollbackResult::NotPrepared) => {
-                        applied.rolled_back += 1;
-                        count_action("rollback");
-                        tracing::info!(gid = %item.gid, "recovery rolled back branch (presumed abort)");
-                        Done::RolledBack
-                    }
-                    Ok(RollbackResult::WasCommitted) => {
-                        tracing::info!(gid = %item.gid, "branch committed meanwhile; nothing to undo");
-                        Done::NothingToDo
-                    }
-                    Ok(RollbackResult::Busy) => {
-                        applied.left += 1;
-                        Done::Busy
-                    }
-                    Err(error) => {
-                        applied.errors.push(format!("{}: {error}", item.gid));
-                        Done::Error(error.to_string())
-                    }
-                }
-            }
+            Action::Commit => self.commit(participant, item, applied).await,
+            Action::Rollback => self.rollback(participant, item, applied).await,
             Action::Hazard => {
                 applied.hazards += 1;
                 hazard(self.log, &item.parsed).await;
@@ -410,7 +435,62 @@ impl Recovery<'_> {
             }
         }
     }
+
+    async fn commit(&self, participant: &Participant, item: &Item, applied: &mut Applied) -> Done {
+        match finish::commit_prepared(&participant.pool, &item.parsed).await {
+            Ok(CommitResult::Committed | CommitResult::AlreadyCommitted) => {
+                applied.committed += 1;
+                count_action("commit");
+                tracing::info!(gid = %item.gid, "recovery committed branch");
+                Done::Committed
+            }
+            Ok(CommitResult::Lost) => {
+                applied.hazards += 1;
+                hazard(self.log, &item.parsed).await;
+                Done::Hazard
+            }
+            Ok(CommitResult::Busy) => {
+                applied.left += 1;
+                Done::Busy
+            }
+            Err(error) => {
+                applied.errors.push(format!("{}: {error}", item.gid));
+                Done::Error(error.to_string())
+            }
+        }
+    }
+
+    async fn rollback(
+        &self,
+        participant: &Participant,
+        item: &Item,
+        applied: &mut Applied,
+    ) -> Done {
+        match finish::rollback_prepared(&participant.pool, &item.parsed).await {
+            Ok(RollbackResult::RolledBack | RollbackResult::NotPrepared) => {
+                applied.rolled_back += 1;
+                count_action("rollback");
+                tracing::info!(gid = %item.gid, fenced = item.fence, "recovery rolled back branch");
+                Done::RolledBack
+            }
+            Ok(RollbackResult::WasCommitted) => {
+                tracing::info!(gid = %item.gid, "branch committed meanwhile; nothing to undo");
+                Done::NothingToDo
+            }
+            Ok(RollbackResult::Busy) => {
+                applied.left += 1;
+                Done::Busy
+            }
+            Err(error) => {
+                applied.errors.push(format!("{}: {error}", item.gid));
+                Done::Error(error.to_string())
+            }
+        }
+    }
 }
+
+/// Who an abort record written by the operators' CLI names.
+pub const CLI_IDENTITY: &str = "wdm-recovery";
 
 /// What [`Recovery::apply`] did with one item.
 enum Done {
@@ -473,19 +553,22 @@ pub async fn round(app: &App) -> Result<Option<Applied>, sqlx::Error> {
         service_kit::telemetry::record_pool(&participant.pool, &participant.name);
     }
     let mut guard = app.log.pool().begin().await?;
-    if !try_lock(&mut guard).await? {
+    if !try_lock(&mut guard, Some(&app.config.id)).await? {
         metrics::counter!(telemetry::RECOVERY_ROUNDS, "result" => "skipped").increment(1);
         return Ok(None);
     }
     let recovery = Recovery {
-        coordinator: Some(&app.config.id),
+        scope: None,
+        own: Some(Own {
+            id: &app.config.id,
+            in_flight: &app.inflight,
+        }),
         log: app.log.pool(),
         participants: &app.participants,
-        in_flight: Some(&app.inflight),
-        grace: Duration::ZERO,
+        grace: app.config.peer_grace(),
     };
     let plan = recovery.plan().await?;
-    publish_gauges(&plan, &app.participants);
+    publish_gauges(&plan, &app.participants, &app.config.id);
     let applied = recovery.apply(&plan).await;
     guard.rollback().await?;
     let result = if applied.errors.is_empty() {
@@ -500,27 +583,30 @@ pub async fn round(app: &App) -> Result<Option<Applied>, sqlx::Error> {
     Ok(Some(applied))
 }
 
-/// The recovery lock: a transaction-level advisory lock, so it is released with the
-/// transaction even if its holder is cancelled or dies.
-pub async fn try_lock(tx: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext('wdm-recovery'), 0)")
+/// The recovery lock of one coordinator (`Some(id)`) or of the operators' CLI (`None`): a
+/// transaction-level advisory lock, so it is released with the transaction even if its holder
+/// is cancelled or dies. It only keeps two rounds of one coordinator from doing the same work
+/// twice: every action of a round is safe beside another round's (a repeated commit or
+/// rollback answers through the marker, a fence through the log's key), so coordinators do
+/// not wait for each other, and a stopped one holding its lock stops nobody else.
+pub async fn try_lock(tx: &mut sqlx::PgConnection, id: Option<&str>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext('wdm-recovery'), hashtext($1))")
+        .bind(id.unwrap_or(CLI_IDENTITY))
         .fetch_one(tx)
         .await
 }
 
-fn publish_gauges(plan: &Plan, participants: &Participants) {
+/// The gauges count this coordinator's own branches, so that the coordinators' series add up.
+fn publish_gauges(plan: &Plan, participants: &Participants, own: &str) {
+    let own_items = || plan.items.iter().filter(|i| i.parsed.coordinator() == own);
     for participant in participants.iter() {
-        let count = plan
-            .items
-            .iter()
+        let count = own_items()
             .filter(|i| i.participant == participant.name && i.prepared_at.is_some())
             .count();
         metrics::gauge!(telemetry::IN_DOUBT, "participant" => participant.name.clone())
             .set(count as f64);
     }
-    let oldest = plan
-        .items
-        .iter()
+    let oldest = own_items()
         .filter_map(|i| i.age_seconds)
         .fold(0.0_f64, f64::max);
     metrics::gauge!(telemetry::IN_DOUBT_OLDEST).set(oldest);

@@ -1,17 +1,20 @@
 //! The coordinator's internal HTTP API.
 
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
 use tracing::Instrument;
-use twopc::wire::{routes, Outcome, Refusal, TransactionRequest};
+use twopc::{
+    deadline::SETTLE,
+    wire::{routes, Outcome, Refusal, TransactionRequest},
+};
 use uuid::Uuid;
 
-use crate::{error::Error, protocol, App};
+use crate::{error::Error, log, protocol, App};
 
 pub fn router(app: App) -> Router {
     Router::new()
@@ -40,34 +43,66 @@ async fn run_transaction(
     Ok(Json(outcome))
 }
 
-/// The outcome of a transaction whose reply the caller lost. "Aborted" for a transaction this
-/// process neither runs nor logged is final: the identity lock guarantees no earlier
-/// incarnation can still log it, and the txid is barred from starting later.
+/// The outcome of a transaction whose reply the caller lost, from any coordinator:
+///
+/// 1. an outcome this process reached lately (with its real reason);
+/// 2. `pending` while this process runs it;
+/// 3. the shared log: a commit decision is committed (its branches are finished first, up to
+///    a moment, so a read after the answer sees it), an abort record is aborted;
+/// 4. no record: `pending` until the caller's deadline for the transaction (`?deadline=`) has
+///    settled; then the transaction is fenced off and whichever outcome the log holds is final.
 async fn transaction_status(
     State(app): State<App>,
     Path(txid): Path<Uuid>,
+    Query(query): Query<StatusParams>,
 ) -> Result<Json<Outcome>, Error> {
+    if let Some(outcome) = app.inflight.outcome(txid) {
+        return Ok(Json(outcome));
+    }
     if app.inflight.contains(txid) {
         return Ok(Json(Outcome::Pending));
     }
-    if app.log.lookup(txid).await?.is_some() {
-        return Ok(Json(Outcome::Committed));
-    }
-    if !app.inflight.settle_unknown(txid) {
-        return Ok(Json(Outcome::Pending));
-    }
-    // It may have been logged between the lookup and settling.
-    if app.log.lookup(txid).await?.is_some() {
-        return Ok(Json(Outcome::Committed));
-    }
-    Ok(Json(Outcome::Aborted {
-        participant: "coordinator".to_owned(),
-        refusal: Refusal::transient(
-            "not_decided",
-            "the checkout was interrupted before it committed, try again",
-        ),
+    let fate = match app.log.lookup(txid).await? {
+        Some(decision) => {
+            if decision.fate == log::Fate::Commit && !decision.finished {
+                protocol::finish_decided(&app, &decision, FINISH_WAIT).await;
+            }
+            decision.fate
+        }
+        None => match query.deadline {
+            Some(deadline) if deadline.plus(SETTLE).has_passed() => {
+                let fate = app.log.fence(txid).await?;
+                if fate == log::Fate::Commit {
+                    if let Some(decision) = app.log.lookup(txid).await? {
+                        protocol::finish_decided(&app, &decision, FINISH_WAIT).await;
+                    }
+                }
+                fate
+            }
+            _ => return Ok(Json(Outcome::Pending)),
+        },
+    };
+    Ok(Json(match fate {
+        log::Fate::Commit => Outcome::Committed,
+        log::Fate::Abort => Outcome::Aborted {
+            participant: "coordinator".to_owned(),
+            refusal: Refusal::transient(
+                "not_decided",
+                "the checkout was interrupted before it committed, try again",
+            ),
+        },
     }))
 }
+
+/// [`twopc::wire::StatusQuery`], whose deadline older callers did not send.
+#[derive(Debug, serde::Deserialize)]
+struct StatusParams {
+    deadline: Option<twopc::Deadline>,
+}
+
+/// How long a status answer waits for a decided transaction's branches to commit; inside the
+/// order service's bound on one status question (2 s).
+const FINISH_WAIT: std::time::Duration = std::time::Duration::from_millis(1_200);
 
 async fn health(State(app): State<App>) -> Response {
     match sqlx::query("select 1").execute(app.log.pool()).await {

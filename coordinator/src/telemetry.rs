@@ -19,6 +19,8 @@ pub const IN_DOUBT: &str = "twopc_in_doubt_branches";
 pub const IN_DOUBT_OLDEST: &str = "twopc_in_doubt_oldest_age_seconds";
 /// Transactions currently being run by this process.
 pub const IN_FLIGHT: &str = "twopc_in_flight_transactions";
+/// Abort records written to fence off a transaction whose coordinator could not be asked.
+pub const FENCES: &str = "twopc_fences_total";
 /// Recovery rounds, by `result` (ok / error / skipped).
 pub const RECOVERY_ROUNDS: &str = "twopc_recovery_rounds_total";
 
@@ -45,4 +47,5 @@ pub fn register() {
         ],
     );
     register_counters(HAZARDS, &[&[]]);
+    register_counters(FENCES, &[&[]]);
 }

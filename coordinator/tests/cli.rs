@@ -331,7 +331,9 @@ async fn a_run_while_another_holds_the_recovery_lock_exits_one_and_changes_nothi
     world.decided_and_undecided().await;
     let before = world.all_prepared().await;
     let mut holder = world.log.begin().await.unwrap();
-    assert!(coordinator::recovery::try_lock(&mut holder).await.unwrap());
+    assert!(coordinator::recovery::try_lock(&mut holder, None)
+        .await
+        .unwrap());
 
     let started = std::time::Instant::now();
     let run = world.cli(&["resolve", "--grace", "0"]);

@@ -1,27 +1,51 @@
 //! Checkout: one global transaction through the coordinator.
 //!
 //! The reply tells the truth in every case:
-//! * committed: 200; the coordinator replies after phase two, so a read right after sees it;
+//! * committed: 200; the coordinator replies after phase two, so a read right after sees it
+//!   (unless a participant's database is away for longer than `PHASE_TWO_WAIT_MS`: the
+//!   checkout is committed all the same, and its last branches follow within seconds);
 //! * the order branch found the order already paid: 200, nothing charged;
 //! * refused for a business reason: 400 with the reason, nothing changed;
 //! * aborted for a transient reason (a participant unreachable, a lock wait ran out): 409,
 //!   nothing changed, safe to retry;
-//! * the coordinator's reply was lost (it crashed, the connection broke): ask it for the
-//!   outcome until it answers (a restarted coordinator answers once it has recovered); only if
-//!   that takes longer than `outcome_deadline` is the answer 503.
+//! * the coordinator's reply was lost (it crashed, the connection broke, it stopped
+//!   answering): any coordinator is asked for the outcome until one knows it; only if none
+//!   can tell within the checkout's budget is the answer 503.
 //!
-//! The order is read before anything is started, so while its database fails over (a few
-//! seconds with Patroni) the read is retried, and if the database stays away the answer is
-//! 409: nothing was done, and a 5xx would make clients count a checkout as maybe applied.
+//! **A checkout belongs to its order.** Before a transaction is handed to a coordinator, its
+//! txid and deadline are written on the order row (a compare-and-set claim, see
+//! [`db::claim`]). A second checkout of the same order (a gateway's retry after an instance
+//! died, a client's retry, a concurrent duplicate, on any instance, after any restart) finds
+//! the claim and follows that transaction to its outcome instead of starting another: 200 if
+//! it committed, its real reason if it was refused. The order branch pays the order only for
+//! the claimed txid, so a superseded transaction can never commit. A claim is taken over only
+//! once its transaction is known to have aborted, which every coordinator can establish once
+//! the transaction's deadline has passed.
+//!
+//! **Transient aborts are retried here**, with a fresh transaction, as long as another whole
+//! attempt fits in the checkout's budget: a lock queue that ran out, a participant instance
+//! that died mid-vote, a coordinator that stopped. 409 only when the budget is spent and
+//! nothing for the order can still commit.
+//!
+//! Deadlines nest: each attempt's transaction deadline (phase one, `PHASE_ONE_MS`) < its
+//! reply deadline (+ `PHASE_TWO_WAIT_MS`) < the call's timeout (+ 1 s) < the checkout's budget
+//! (`CHECKOUT_DEADLINE_MS`) < the gateway's server timeout.
+//!
+//! While the order database fails over (a few seconds with Patroni) the claim is retried; if
+//! the database stays away the answer is 409: nothing was done, and a 5xx would make clients
+//! count a checkout as maybe applied.
 
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
 };
 
+use reqwest::StatusCode;
 use serde::Serialize;
-use tokio_retry::{strategy::ExponentialBackoff, RetryIf};
-use twopc::wire::{BranchRequest, Outcome, Refusal, TransactionRequest};
+use twopc::{
+    wire::{BranchRequest, Outcome, Refusal, StatusQuery, TransactionRequest},
+    Deadline,
+};
 use uuid::Uuid;
 
 use crate::{db, error::Error, prepare, telemetry, State};
@@ -75,46 +99,118 @@ enum Checkout {
 
 /// Runs the checkout; `reason` receives the refusal code of an abort (a bounded label).
 async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result<Checkout, Error> {
-    let order = find_order(state, order_id)
-        .await?
-        .ok_or_else(|| Error::UnknownOrder(order_id.to_owned()))?;
-    if order.paid {
-        return Ok(Checkout::AlreadyPaid);
-    }
-    let request = TransactionRequest {
-        txid: Uuid::new_v4(),
-        branches: branches(&order)?,
-    };
-    let outcome = decide(state, &request).await?;
-    match outcome {
-        Outcome::Committed => Ok(Checkout::Committed),
-        Outcome::Aborted {
-            participant,
-            refusal,
-        } => {
-            *reason = bounded_reason(&refusal);
-            if participant == prepare::PARTICIPANT && refusal.code == prepare::ALREADY_PAID {
-                Ok(Checkout::AlreadyPaid)
-            } else if refusal.business {
-                Err(Error::Rejected(refusal.message))
-            } else {
-                Err(Error::Aborted(refusal.message))
+    let budget = Instant::now() + state.config.checkout_deadline();
+    // The claim this checkout expects to find: `Some(t)` once `t` is known to have aborted.
+    let mut expected: Option<Uuid> = None;
+    let mut attempts = 0u32;
+    loop {
+        let attempt = Attempt::new(state, budget)
+            .ok_or_else(|| Error::Aborted("the checkout ran out of time, try again".to_owned()))?;
+        let claim = claim(state, order_id, expected, &attempt).await?;
+        let (txid, outcome) = match claim {
+            db::Claim::Unknown => return Err(Error::UnknownOrder(order_id.to_owned())),
+            db::Claim::Paid => return Ok(Checkout::AlreadyPaid),
+            db::Claim::Mine(order) => {
+                attempts += 1;
+                (
+                    attempt.txid,
+                    run_own(state, &order, &attempt, budget).await?,
+                )
+            }
+            db::Claim::Theirs { txid, deadline } => {
+                tracing::info!(%txid, order_id, "checkout already in flight; following it");
+                (txid, follow(state, txid, deadline, budget).await)
+            }
+        };
+        match outcome {
+            Outcome::Committed => return Ok(Checkout::Committed),
+            Outcome::Pending => return Err(Error::OutcomeUnknown),
+            Outcome::Aborted {
+                participant,
+                refusal,
+            } => {
+                *reason = bounded_reason(&refusal);
+                let last = refusal.business || Attempt::new(state, budget).is_none();
+                if last {
+                    // Nothing of `txid` can commit any more: later checkouts need not follow it.
+                    if let Err(error) = db::release(&state.claims, order_id, txid).await {
+                        tracing::warn!(%txid, %error, "claim not released; the next checkout finds it aborted");
+                    }
+                }
+                if participant == prepare::PARTICIPANT && refusal.code == prepare::ALREADY_PAID {
+                    return Ok(Checkout::AlreadyPaid);
+                }
+                if refusal.business {
+                    return Err(Error::Rejected(refusal.message));
+                }
+                if last {
+                    return Err(Error::Aborted(refusal.message));
+                }
+                tracing::debug!(%txid, code = %refusal.code, attempts, "transient abort; trying again");
+                metrics::counter!(telemetry::CHECKOUT_RETRIES, "reason" => *reason).increment(1);
+                expected = Some(txid);
+                // A participant or coordinator that is away needs a moment; a lock queue does not.
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempts.min(20)))).await;
             }
         }
-        Outcome::Pending => Err(Error::OutcomeUnknown),
+    }
+}
+
+/// One transaction's deadlines, nested inside the checkout's budget.
+struct Attempt {
+    txid: Uuid,
+    deadline: Deadline,
+    reply_by: Deadline,
+}
+
+/// The reply to a coordinator call may arrive this long after `reply_by` (network, scheduling).
+const REPLY_MARGIN: Duration = Duration::from_secs(1);
+
+impl Attempt {
+    /// A fresh transaction, if one still fits in the budget whole (phase one, phase two, the
+    /// reply): an attempt cut short by the budget would only abort.
+    fn new(state: &State, budget: Instant) -> Option<Self> {
+        let left = budget.checked_duration_since(Instant::now())?;
+        let needed = state.config.phase_one() + state.config.phase_two_wait() + REPLY_MARGIN;
+        (left >= needed).then(|| {
+            let deadline = Deadline::after(state.config.phase_one());
+            Self {
+                txid: Uuid::new_v4(),
+                deadline,
+                reply_by: deadline.plus(state.config.phase_two_wait()),
+            }
+        })
     }
 }
 
 /// How long a checkout waits for the order database to come back before answering 409.
-const DATABASE_WAIT: Duration = Duration::from_secs(20);
+const DATABASE_WAIT: Duration = Duration::from_secs(10);
 
-/// Reads the order, retrying while its database is unreachable (a read is safe to repeat).
-async fn find_order(state: &State, order_id: &str) -> Result<Option<db::Order>, Error> {
+/// Claims the order for the attempt's transaction (or finds who holds it), retrying while the
+/// order database is unreachable: a repeated claim of our own txid finds it ours.
+async fn claim(
+    state: &State,
+    order_id: &str,
+    expected: Option<Uuid>,
+    attempt: &Attempt,
+) -> Result<db::Claim, Error> {
     let deadline = Instant::now() + DATABASE_WAIT;
     let mut pause = Duration::from_millis(50);
     loop {
-        match db::find_order(&state.pool, order_id).await {
-            Ok(order) => return Ok(order),
+        let claimed = async {
+            let mut connection = state.claims.acquire().await?;
+            db::claim(
+                &mut connection,
+                order_id,
+                expected,
+                attempt.txid,
+                attempt.deadline,
+            )
+            .await
+        }
+        .await;
+        match claimed {
+            Ok(claim) => return Ok(claim),
             Err(error) if service_kit::db::is_unavailable(&error) => {
                 if Instant::now() >= deadline {
                     tracing::warn!(%error, "order database unavailable; checkout not started");
@@ -174,89 +270,144 @@ fn branches(order: &db::Order) -> Result<Vec<BranchRequest>, Error> {
     Ok(branches)
 }
 
-/// Hands the transaction to the coordinator and returns its outcome, asking again if the
-/// reply is lost.
-async fn decide(state: &State, request: &TransactionRequest) -> Result<Outcome, Error> {
-    let url = state
-        .config
-        .coordinator_urls[0]
-        .join(twopc::wire::routes::TRANSACTIONS)
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    // A connection that was never made delivered nothing: retrying it is safe, and covers a
-    // coordinator being restarted.
-    let strategy = ExponentialBackoff::from_millis(2)
-        .factor(50)
-        .max_delay(Duration::from_secs(1))
-        .take(15);
-    let sent = RetryIf::start(
-        strategy,
-        || state.http.post(url.clone()).json(request).send(),
-        |error: &reqwest::Error| error.is_connect(),
-    )
-    .await;
-    match sent {
-        Ok(response) if response.status().is_success() => match response.json::<Outcome>().await {
-            Ok(outcome) => return Ok(outcome),
-            Err(error) => tracing::warn!(txid = %request.txid, %error, "coordinator reply lost"),
-        },
-        Ok(response) if response.status().is_client_error() => {
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
+/// Hands the attempt's transaction to a live coordinator and returns its outcome; if the reply
+/// is lost, follows the transaction until its outcome is known or the budget is spent.
+async fn run_own(
+    state: &State,
+    order: &db::Order,
+    attempt: &Attempt,
+    budget: Instant,
+) -> Result<Outcome, Error> {
+    let request = TransactionRequest {
+        txid: attempt.txid,
+        branches: branches(order)?,
+        deadline: attempt.deadline,
+        reply_by: attempt.reply_by,
+    };
+    let txid = attempt.txid;
+    let timeout = attempt.reply_by.remaining().unwrap_or_default() + REPLY_MARGIN;
+    let mut delivered = false;
+    for index in state.coordinators.order() {
+        let url = state
+            .coordinators
+            .url(index)
+            .join(twopc::wire::routes::TRANSACTIONS)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let sent = state
+            .http
+            .post(url)
+            .timeout(timeout)
+            .json(&request)
+            .send()
+            .await;
+        let response = match sent {
+            // Never reached that coordinator: nothing happened there; try the next one.
+            Err(error) if error.is_connect() => {
+                tracing::warn!(%txid, %error, "coordinator unreachable");
+                state.coordinators.mark_down(index);
+                continue;
+            }
+            Err(error) => {
+                if error.is_timeout() {
+                    state.coordinators.mark_down(index);
+                }
+                tracing::warn!(%txid, %error, "coordinator reply lost");
+                delivered = true;
+                break;
+            }
+            Ok(response) => response,
+        };
+        delivered = true;
+        let status = response.status();
+        if status.is_success() {
+            match response.json::<Outcome>().await {
+                Ok(outcome) => return Ok(outcome),
+                Err(error) => {
+                    tracing::warn!(%txid, %error, "coordinator reply lost");
+                    break;
+                }
+            }
+        }
+        let text = response.text().await.unwrap_or_default();
+        if status == StatusCode::CONFLICT {
+            // The txid is running or settled there already (a repeated request): its outcome
+            // is what counts.
+            tracing::warn!(%txid, %text, "coordinator already knows the transaction");
+            break;
+        }
+        if status.is_client_error() {
             return Err(Error::Internal(format!(
                 "coordinator refused the transaction: {status} {text}"
             )));
         }
-        Ok(response) => {
-            tracing::warn!(txid = %request.txid, status = %response.status(), "coordinator failed")
-        }
-        Err(error) if error.is_connect() => {
-            // Never reached the coordinator: nothing happened.
-            tracing::warn!(txid = %request.txid, %error, "coordinator unreachable");
-            return Ok(Outcome::Aborted {
-                participant: "coordinator".to_owned(),
-                refusal: Refusal::transient(
-                    "unavailable",
-                    "the coordinator is unavailable, try again",
-                ),
-            });
-        }
-        Err(error) => tracing::warn!(txid = %request.txid, %error, "coordinator reply lost"),
+        tracing::warn!(%txid, %status, %text, "coordinator failed");
+        break;
     }
-    ask_outcome(state, request.txid).await
+    if !delivered {
+        // No coordinator accepted a connection: the transaction exists nowhere.
+        return Ok(Outcome::Aborted {
+            participant: "coordinator".to_owned(),
+            refusal: Refusal::transient("unavailable", "no coordinator is available, try again"),
+        });
+    }
+    Ok(follow(state, txid, attempt.deadline, budget).await)
 }
 
-/// Polls the coordinator for the outcome of `txid` until it is known or the deadline passes.
-async fn ask_outcome(state: &State, txid: Uuid) -> Result<Outcome, Error> {
-    let url = state
-        .config
-        .coordinator_urls[0]
-        .join(&format!("{}/{txid}", twopc::wire::routes::TRANSACTIONS))
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let deadline = Instant::now() + Duration::from_millis(state.config.outcome_deadline_ms);
-    let mut pause = Duration::from_millis(50);
-    while Instant::now() < deadline {
-        match state.http.get(url.clone()).send().await {
-            Ok(response) if response.status().is_success() => {
-                match response.json::<Outcome>().await {
-                    Ok(Outcome::Pending) => {}
-                    Ok(outcome) => {
-                        tracing::info!(%txid, ?outcome, "outcome recovered from the coordinator");
-                        return Ok(outcome);
+/// Asks the coordinators for the outcome of `txid` (whose deadline is `deadline`) until one
+/// knows it or the budget is spent. Any coordinator can answer: a committed transaction is in
+/// the shared log, and once `deadline` has passed an undecided one is fenced off as aborted.
+async fn follow(state: &State, txid: Uuid, deadline: Deadline, budget: Instant) -> Outcome {
+    let query = StatusQuery { deadline };
+    let mut pause = Duration::from_millis(20);
+    loop {
+        for index in state.coordinators.order() {
+            let Ok(url) = state
+                .coordinators
+                .url(index)
+                .join(&format!("{}/{txid}", twopc::wire::routes::TRANSACTIONS))
+            else {
+                continue;
+            };
+            let asked = state
+                .http
+                .get(url)
+                .query(&query)
+                .timeout(STATUS_TIMEOUT)
+                .send()
+                .await;
+            match asked {
+                Ok(response) if response.status().is_success() => {
+                    match response.json::<Outcome>().await {
+                        Ok(Outcome::Pending) => {}
+                        Ok(outcome) => {
+                            tracing::info!(%txid, ?outcome, "outcome learned from a coordinator");
+                            return outcome;
+                        }
+                        Err(error) => tracing::warn!(%txid, %error, "bad outcome reply"),
                     }
-                    Err(error) => tracing::warn!(%txid, %error, "bad outcome reply"),
+                }
+                Ok(response) => {
+                    tracing::debug!(%txid, status = %response.status(), "outcome not available")
+                }
+                Err(error) => {
+                    if error.is_connect() || error.is_timeout() {
+                        state.coordinators.mark_down(index);
+                    }
+                    tracing::debug!(%txid, %error, "coordinator not answering");
                 }
             }
-            Ok(response) => {
-                tracing::debug!(%txid, status = %response.status(), "outcome not available")
-            }
-            Err(error) => tracing::debug!(%txid, %error, "coordinator not answering"),
+        }
+        if Instant::now() + pause >= budget {
+            tracing::error!(%txid, "outcome still unknown at the checkout's deadline");
+            return Outcome::Pending;
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
-    tracing::error!(%txid, "outcome still unknown at the deadline");
-    Ok(Outcome::Pending)
 }
+
+/// Bound on one status question; the coordinator answers it from memory or one log lookup.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Maps refusal codes to a fixed label set (metrics labels must stay bounded).
 fn bounded_reason(refusal: &Refusal) -> &'static str {
@@ -271,6 +422,8 @@ fn bounded_reason(refusal: &Refusal) -> &'static str {
         "busy" => "busy",
         "unavailable" => "unavailable",
         "not_decided" => "not_decided",
+        "superseded" => "superseded",
+        "timeout" => "timeout",
         _ => "other",
     }
 }

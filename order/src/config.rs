@@ -1,6 +1,6 @@
 //! Command-line and environment configuration.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
 
@@ -29,19 +29,39 @@ pub struct Config {
     )]
     pub coordinator_urls: Vec<reqwest::Url>,
 
-    /// Bound on one call to the coordinator or the stock service. A checkout that takes longer
-    /// (a queue on a hot row) is not lost: its outcome is then asked for until it is known, so
-    /// the bound mainly decides how soon a coordinator that vanished without closing its
-    /// connections (a crashed container) is noticed.
-    #[arg(long, env = "COORDINATOR_TIMEOUT_MS", default_value_t = 15_000)]
-    pub coordinator_timeout_ms: u64,
+    /// How long the coordinator has for every vote and the commit decision of one attempt
+    /// (the transaction's deadline). Long enough for a queue on the consistency test's hot
+    /// row; short, because a coordinator that stops mid-transaction keeps that transaction's
+    /// rows locked until a peer may fence it off, which is once this deadline has passed.
+    #[arg(long, env = "PHASE_ONE_MS", default_value_t = 5_000)]
+    pub phase_one_ms: u64,
 
-    /// How long a checkout whose reply from the coordinator was lost keeps asking for its
-    /// outcome before it answers 503.
-    #[arg(long, env = "OUTCOME_DEADLINE_MS", default_value_t = 60_000)]
-    pub outcome_deadline_ms: u64,
+    /// How much longer than the deadline the coordinator may take to answer, finishing phase
+    /// two so that a read right after a 200 sees the checkout.
+    #[arg(long, env = "PHASE_TWO_WAIT_MS", default_value_t = 3_000)]
+    pub phase_two_wait_ms: u64,
+
+    /// The whole checkout: attempts after transient aborts, and following a transaction whose
+    /// reply was lost, all end by then (a 409 if nothing can commit any more, a 503 only if no
+    /// coordinator could tell the outcome). Below the gateway's server timeout.
+    #[arg(long, env = "CHECKOUT_DEADLINE_MS", default_value_t = 20_000)]
+    pub checkout_deadline_ms: u64,
 
     /// Database pool size.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+}
+
+impl Config {
+    pub fn phase_one(&self) -> Duration {
+        Duration::from_millis(self.phase_one_ms)
+    }
+
+    pub fn phase_two_wait(&self) -> Duration {
+        Duration::from_millis(self.phase_two_wait_ms)
+    }
+
+    pub fn checkout_deadline(&self) -> Duration {
+        Duration::from_millis(self.checkout_deadline_ms)
+    }
 }

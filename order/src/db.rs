@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor, Row};
+use twopc::Deadline;
+use uuid::Uuid;
 
 /// An order as the public API shows it, plus the version checkout pins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +91,8 @@ pub enum Unchanged {
     Paid,
     /// The order exists and is unpaid but its version moved on.
     Changed,
+    /// The order is claimed by another transaction (this one was given up on).
+    Superseded,
 }
 
 /// Appends an item and adds its cost, unless the order is paid. Returns the new total.
@@ -115,51 +119,147 @@ pub async fn add_item(
     .await?;
     match total {
         Some(total) => Ok(Ok(total)),
-        None => Ok(Err(why_unchanged(db, id, None).await?)),
+        None => Ok(Err(why_unchanged(db, id).await?)),
     }
 }
 
-/// The order branch of a checkout: marks the order paid if it is unpaid and still at
-/// `version`. Runs inside the branch's transaction, so the row stays locked until the
-/// coordinator's decision.
+/// The order branch of a checkout: marks the order paid if it is unpaid, still at `version`,
+/// and claimed by transaction `txid` (see [`claim`]). Runs inside the branch's transaction, so
+/// the row stays locked until the coordinator's decision.
 pub async fn mark_paid(
     db: &mut PgConnection,
     id: &str,
     version: i64,
+    txid: Uuid,
 ) -> Result<Result<(), Unchanged>, sqlx::Error> {
-    let marked =
-        sqlx::query("update orders set paid = true where id = $1 and not paid and version = $2")
-            .bind(id)
-            .bind(version)
-            .execute(&mut *db)
-            .await?;
+    let marked = sqlx::query(
+        "update orders set paid = true \
+         where id = $1 and not paid and version = $2 and checkout_txid = $3",
+    )
+    .bind(id)
+    .bind(version)
+    .bind(txid)
+    .execute(&mut *db)
+    .await?;
     if marked.rows_affected() == 1 {
         return Ok(Ok(()));
     }
-    Ok(Err(why_unchanged(db, id, Some(version)).await?))
-}
-
-async fn why_unchanged(
-    db: &mut PgConnection,
-    id: &str,
-    version: Option<i64>,
-) -> Result<Unchanged, sqlx::Error> {
-    let row = sqlx::query("select paid, version from orders where id = $1")
+    let row = sqlx::query("select paid, version, checkout_txid from orders where id = $1")
         .bind(id)
-        .fetch_optional(db)
+        .fetch_optional(&mut *db)
         .await?;
     let Some(row) = row else {
-        return Ok(Unchanged::Unknown);
+        return Ok(Err(Unchanged::Unknown));
     };
     let paid: bool = row.try_get("paid")?;
     let current: i64 = row.try_get("version")?;
-    Ok(if paid {
+    let claimed: Option<Uuid> = row.try_get("checkout_txid")?;
+    Ok(Err(if paid {
         Unchanged::Paid
-    } else if version.is_some_and(|v| v != current) {
+    } else if current != version {
         Unchanged::Changed
     } else {
-        // Unpaid at the same version: the update raced with a rollback; report as changed so
-        // the caller retries.
-        Unchanged::Changed
+        debug_assert_ne!(claimed, Some(txid));
+        Unchanged::Superseded
+    }))
+}
+
+/// Who holds an order's checkout, as [`claim`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The order is now claimed by the caller's transaction; its current state.
+    Mine(Order),
+    /// Another transaction holds the claim; it must be followed to its outcome first.
+    Theirs {
+        txid: Uuid,
+        deadline: Deadline,
+    },
+    Paid,
+    Unknown,
+}
+
+/// Claims an unpaid order for transaction `txid` with `deadline`, if its claim is still
+/// `expected` (`None`: unclaimed; `Some(t)`: taking over from `t`, which is known to have
+/// aborted, or re-claiming our own `txid` after a lost reply). One statement when it succeeds.
+///
+/// Runs on the asynchronous-commit pool: a claim lost in a crash was never followed by the
+/// order branch's PREPARE, which flushes the WAL (and waits for the synchronous standby) up to
+/// a point after the claim, so a transaction that can commit always has its claim on disk.
+pub async fn claim(
+    db: &mut PgConnection,
+    id: &str,
+    mut expected: Option<Uuid>,
+    txid: Uuid,
+    deadline: Deadline,
+) -> Result<Claim, sqlx::Error> {
+    // Each miss means the claim changed hands between the two statements; a few are enough.
+    for _ in 0..4 {
+        let row = sqlx::query(
+            "update orders set checkout_txid = $2, checkout_deadline = $3 \
+             where id = $1 and not paid and checkout_txid is not distinct from $4 \
+             returning id, user_id, paid, items, total_cost, version",
+        )
+        .bind(id)
+        .bind(txid)
+        .bind(deadline.as_millis() as i64)
+        .bind(expected)
+        .fetch_optional(&mut *db)
+        .await?;
+        if let Some(row) = row {
+            return Ok(Claim::Mine(order_from_row(&row)?));
+        }
+        let row =
+            sqlx::query("select paid, checkout_txid, checkout_deadline from orders where id = $1")
+                .bind(id)
+                .fetch_optional(&mut *db)
+                .await?;
+        let Some(row) = row else {
+            return Ok(Claim::Unknown);
+        };
+        if row.try_get::<bool, _>("paid")? {
+            return Ok(Claim::Paid);
+        }
+        let holder: Option<Uuid> = row.try_get("checkout_txid")?;
+        let held_until: Option<i64> = row.try_get("checkout_deadline")?;
+        match holder {
+            // Our own claim, whose first reply was lost: take it again to read the order.
+            Some(holder) if holder == txid => expected = Some(txid),
+            Some(holder) => {
+                return Ok(Claim::Theirs {
+                    txid: holder,
+                    deadline: Deadline::from_millis(held_until.unwrap_or(0).max(0) as u64),
+                })
+            }
+            // Released meanwhile.
+            None => expected = None,
+        }
+    }
+    Err(sqlx::Error::Protocol(format!(
+        "the checkout claim of order {id:?} kept changing hands"
+    )))
+}
+
+/// Clears the claim of `txid` once it is known to have aborted (asynchronous commit, like
+/// [`claim`]: a lost release only makes the next checkout learn the outcome again).
+pub async fn release(db: impl PgExecutor<'_>, id: &str, txid: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update orders set checkout_txid = null, checkout_deadline = null \
+         where id = $1 and checkout_txid = $2",
+    )
+    .bind(id)
+    .bind(txid)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+async fn why_unchanged(db: &mut PgConnection, id: &str) -> Result<Unchanged, sqlx::Error> {
+    let paid: Option<bool> = sqlx::query_scalar("select paid from orders where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    Ok(match paid {
+        None => Unchanged::Unknown,
+        Some(_) => Unchanged::Paid,
     })
 }

@@ -14,6 +14,7 @@
 
 pub mod checkout;
 pub mod config;
+pub mod coordinators;
 pub mod db;
 pub mod error;
 pub mod prepare;
@@ -23,7 +24,7 @@ pub mod telemetry;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use sqlx::{migrate::Migrator, PgPool};
+use sqlx::{migrate::Migrator, postgres::PgPoolOptions, PgPool};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -35,6 +36,10 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("../migrations/order");
 pub struct State {
     pub config: Arc<Config>,
     pub pool: PgPool,
+    /// The same database with `synchronous_commit = off`, for checkout claims only (see
+    /// [`db::claim`] for why that is safe).
+    pub claims: PgPool,
+    pub coordinators: Arc<coordinators::Coordinators>,
     pub http: reqwest::Client,
     pub metrics: PrometheusHandle,
 }
@@ -54,11 +59,25 @@ impl App {
             Some(&MIGRATIONS),
         )
         .await?;
+        let claims = PgPoolOptions::new()
+            .max_connections(config.db_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(true)
+            .connect_lazy_with(
+                (*pool.connect_options())
+                    .clone()
+                    .options([("synchronous_commit", "off")]),
+            );
         let listener = TcpListener::bind(config.listen).await?;
         let state = State {
-            http: service_kit::http::client(Duration::from_millis(config.coordinator_timeout_ms)),
+            // Every call sets its own timeout from its deadline; this bound is a backstop.
+            http: service_kit::http::client(config.checkout_deadline()),
+            coordinators: Arc::new(coordinators::Coordinators::new(
+                config.coordinator_urls.clone(),
+            )),
             config: Arc::new(config),
             pool,
+            claims,
             metrics,
         };
         Ok(Self { state, listener })
@@ -80,10 +99,19 @@ impl App {
     ) -> std::io::Result<()> {
         let gc = tokio::spawn(prepare::collect_markers(self.state.pool.clone()));
         let _watch = service_kit::db::watch(self.state.pool.clone(), prepare::PARTICIPANT);
+        let (stop_probes, probes_stopped) = tokio::sync::watch::channel(false);
+        let probes = tokio::spawn(
+            self.state
+                .coordinators
+                .clone()
+                .probe(self.state.http.clone(), probes_stopped),
+        );
         tracing::info!(addr = %self.local_addr(), "listening");
         let served =
             service_kit::http::serve(self.listener, routes::router(self.state), shutdown).await;
         gc.abort();
+        let _ = stop_probes.send(true);
+        let _ = probes.await;
         served
     }
 }

@@ -1,8 +1,9 @@
 //! The order's own branch of a checkout: `POST /_2pc/prepare` with `{order_id, version}`.
 //!
-//! It is the first branch prepared, so the order row is the first lock a checkout takes: a
-//! second checkout of the same order waits here until the first is decided, then finds the
-//! order paid (and answers 200 without charging) or unpaid (and runs).
+//! It is the first branch prepared, so the order row is the first lock a checkout takes. The
+//! branch pays the order only for the transaction that holds the order's checkout claim
+//! (`orders.checkout_txid`, see `checkout`), so a transaction that was given up on and
+//! superseded can never commit alongside its successor.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use twopc::{
     branch::{self, Branch},
     wire::{PrepareRequest, Refusal, Vote},
-    Gid,
+    Deadline, Gid,
 };
 
 use crate::{db, error::Error, telemetry, State};
@@ -37,8 +38,7 @@ pub async fn prepare(
     let gid = Gid::parse(&request.gid).map_err(|e| bad(e.to_string()))?;
     let work: OrderWork =
         serde_json::from_value(request.work).map_err(|e| bad(format!("order work: {e}")))?;
-    let lock_timeout = Duration::from_millis(request.lock_timeout_ms);
-    let vote = match vote(&state, &gid, &work, lock_timeout).await {
+    let vote = match vote(&state, &gid, &work, request.deadline).await {
         Ok(vote) => vote,
         Err(error) => match branch::timeout_refusal(&error) {
             Some(refusal) => Vote::No(refusal),
@@ -58,12 +58,12 @@ async fn vote(
     state: &State,
     gid: &Gid,
     work: &OrderWork,
-    lock_timeout: Duration,
+    deadline: Deadline,
 ) -> Result<Vote, sqlx::Error> {
-    let Some(mut branch) = Branch::begin(&state.pool, gid, lock_timeout).await? else {
+    let Some(mut branch) = Branch::begin(&state.pool, gid, deadline).await? else {
         return Ok(Vote::Yes);
     };
-    match db::mark_paid(branch.tx(), &work.order_id, work.version).await? {
+    match db::mark_paid(branch.tx(), &work.order_id, work.version, gid.txid()).await? {
         Ok(()) => branch.prepare().await,
         Err(db::Unchanged::Unknown) => {
             branch
@@ -83,6 +83,14 @@ async fn vote(
                 .refuse(Refusal::transient(
                     "order_changed",
                     "items were added to the order during checkout, try again",
+                ))
+                .await
+        }
+        Err(db::Unchanged::Superseded) => {
+            branch
+                .refuse(Refusal::transient(
+                    "superseded",
+                    "another checkout of this order took over, try again",
                 ))
                 .await
         }

@@ -114,13 +114,18 @@ async fn add_item(
     match db::add_item(&mut conn, &order_id, &item_id, quantity, cost).await {
         Ok(Ok(total)) => Ok((StatusCode::OK, format!("item added, total {total}")).into_response()),
         Ok(Err(db::Unchanged::Unknown)) => Err(Error::UnknownOrder(order_id)),
-        Ok(Err(db::Unchanged::Paid | db::Unchanged::Changed)) => Err(Error::AlreadyPaid(order_id)),
+        Ok(Err(db::Unchanged::Paid | db::Unchanged::Changed | db::Unchanged::Superseded)) => {
+            Err(Error::AlreadyPaid(order_id))
+        }
         Err(error) if service_kit::db::has_code(&error, service_kit::db::NUMERIC_OUT_OF_RANGE) => {
             Err(Error::Overflow)
         }
         Err(error) => Err(error.into()),
     }
 }
+
+/// Bound on asking the stock service for a price.
+const PRICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Asks the stock service for an item's price (internal network, never the gateway).
 async fn item_price(state: &State, item_id: &str) -> Result<i64, Error> {
@@ -132,6 +137,7 @@ async fn item_price(state: &State, item_id: &str) -> Result<i64, Error> {
     let response = state
         .http
         .get(url)
+        .timeout(PRICE_TIMEOUT)
         .send()
         .await
         .map_err(Error::StockUnavailable)?;

@@ -3,6 +3,8 @@
 /// Checkouts answered, by `outcome` (committed / already_paid / rejected / failed / unknown)
 /// and `reason` (the refusal code; a small fixed set).
 pub const CHECKOUTS: &str = "checkouts_total";
+/// Transactions started again after a transient abort, by `reason` (the refusal code).
+pub const CHECKOUT_RETRIES: &str = "checkout_retries_total";
 /// Checkout latency in seconds, by `outcome`.
 pub const CHECKOUT_DURATION: &str = "checkout_duration_seconds";
 /// Votes of the order branch, by `participant` and `vote`.

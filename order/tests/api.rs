@@ -38,8 +38,9 @@ async fn world() -> World {
         stock_url: stock_url.parse().unwrap(),
         // Nothing listens on the discard port: the coordinator is unreachable.
         coordinator_urls: vec!["http://127.0.0.1:9".parse().unwrap()],
-        coordinator_timeout_ms: 5_000,
-        outcome_deadline_ms: 2_000,
+        phase_one_ms: 500,
+        phase_two_wait_ms: 300,
+        checkout_deadline_ms: 3_000,
         db_max_connections: 4,
     })
     .await
@@ -58,6 +59,33 @@ async fn world() -> World {
 }
 
 impl World {
+    /// Claims `order` for `txid`, as a checkout does before it hands the transaction over.
+    async fn claim(&self, order: &str, txid: Uuid) {
+        sqlx::query("update orders set checkout_txid = $2, checkout_deadline = 0 where id = $1")
+            .bind(order)
+            .bind(txid)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    async fn prepared(&self) -> i64 {
+        sqlx::query_scalar(
+            "select count(*) from pg_prepared_xacts where database = current_database()",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    async fn claimed_by(&self, order: &str) -> Option<Uuid> {
+        sqlx::query_scalar("select checkout_txid from orders where id = $1")
+            .bind(order)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     async fn send(&self, method: reqwest::Method, url: String) -> (StatusCode, String) {
         let response = self.http.request(method, url).send().await.unwrap();
         (response.status(), response.text().await.unwrap())
@@ -102,7 +130,11 @@ impl World {
         let response = self
             .http
             .post(format!("{}/_2pc/prepare", self.base))
-            .json(&json!({"gid": gid.to_string(), "lock_timeout_ms": 1000, "work": work}))
+            .json(&json!({
+                "gid": gid.to_string(),
+                "deadline": twopc::Deadline::after(Duration::from_secs(1)),
+                "work": work,
+            }))
             .send()
             .await
             .unwrap();
@@ -174,6 +206,7 @@ async fn the_order_branch_marks_the_order_paid_only_once_committed() {
     let world = world().await;
     let order = world.order("u1").await;
     let gid = Gid::new("c1", Uuid::new_v4(), "order").unwrap();
+    world.claim(&order, gid.txid()).await;
     let (status, vote) = world
         .prepare(&gid, json!({"order_id": order, "version": 0}))
         .await;
@@ -221,13 +254,7 @@ async fn the_order_branch_votes_no_for_a_paid_changed_or_unknown_order() {
         .prepare(&gid, json!({"order_id": order, "version": 1}))
         .await;
     assert_eq!(answer["code"], "already_paid");
-    let prepared: i64 = sqlx::query_scalar(
-        "select count(*) from pg_prepared_xacts where database = current_database()",
-    )
-    .fetch_one(&world.pool)
-    .await
-    .unwrap();
-    assert_eq!(prepared, 0);
+    assert_eq!(world.prepared().await, 0);
 }
 
 #[tokio::test]
@@ -242,6 +269,52 @@ async fn a_checkout_whose_coordinator_cannot_be_reached_is_refused_and_changes_n
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (_, found) = world.get(&format!("/orders/find/{order}")).await;
     assert_eq!(found["paid"], false);
+    assert_eq!(
+        world.claimed_by(&order).await,
+        None,
+        "a checkout that ended in 409 leaves nothing for the next one to follow"
+    );
+}
+
+#[tokio::test]
+async fn the_order_branch_votes_no_for_a_transaction_that_does_not_hold_the_claim() {
+    let world = world().await;
+    let order = world.order("u1").await;
+    let holder = Uuid::new_v4();
+    world.claim(&order, holder).await;
+    let gid = Gid::new("c1", Uuid::new_v4(), "order").unwrap();
+    let (status, answer) = world
+        .prepare(&gid, json!({"order_id": order, "version": 0}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["vote"], "no");
+    assert_eq!(answer["code"], "superseded");
+    assert_eq!(answer["business"], false);
+    assert_eq!(world.claimed_by(&order).await, Some(holder));
+}
+
+#[tokio::test]
+async fn the_order_branch_refuses_to_prepare_after_its_deadline() {
+    let world = world().await;
+    let order = world.order("u1").await;
+    let gid = Gid::new("c1", Uuid::new_v4(), "order").unwrap();
+    world.claim(&order, gid.txid()).await;
+    let response = world
+        .http
+        .post(format!("{}/_2pc/prepare", world.base))
+        .json(&json!({
+            "gid": gid.to_string(),
+            "deadline": twopc::Deadline::from_millis(1),
+            "work": {"order_id": order, "version": 0},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["vote"], "no");
+    assert_eq!(answer["business"], false);
+    assert_eq!(world.prepared().await, 0);
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ async fn credit_of(app: &TestApp, id: &str) -> i64 {
 async fn prepare(app: &TestApp, gid: &Gid, user_id: &str, amount: i64) -> (StatusCode, Value) {
     let body = json!({
         "gid": gid.to_string(),
-        "lock_timeout_ms": 1000,
+        "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)),
         "work": { "user_id": user_id, "amount": amount },
     });
     app.post_json(PREPARE, &body).await
@@ -154,7 +154,7 @@ async fn a_user_locked_by_another_prepared_branch_makes_prepare_vote_a_transient
     let waiter = new_gid();
     let body = json!({
         "gid": waiter.to_string(),
-        "lock_timeout_ms": 50,
+        "deadline": twopc::Deadline::after(std::time::Duration::from_millis(50)),
         "work": { "user_id": "0", "amount": 1 },
     });
     let (status, vote) = app.post_json(PREPARE, &body).await;
@@ -183,7 +183,7 @@ async fn a_malformed_gid_is_refused_with_400() {
     ] {
         let body = json!({
             "gid": gid,
-            "lock_timeout_ms": 1000,
+            "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)),
             "work": { "user_id": "0", "amount": 1 },
         });
         let (status, reply) = app.post_json(PREPARE, &body).await;
@@ -207,7 +207,7 @@ async fn malformed_work_is_refused_with_400_and_prepares_nothing() {
         json!({ "user_id": "x".repeat(1025), "amount": 1 }),
         json!({ "user_id": "0", "amount": 1, "order_id": "3" }),
     ] {
-        let body = json!({ "gid": new_gid().to_string(), "lock_timeout_ms": 1000, "work": work });
+        let body = json!({ "gid": new_gid().to_string(), "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)), "work": work });
         let (status, reply) = app.post_json(PREPARE, &body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{work}: {reply}");
     }

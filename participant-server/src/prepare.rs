@@ -1,7 +1,5 @@
 //! Phase one of a branch: `POST /_2pc/prepare`.
 
-use std::time::Duration;
-
 use axum::{
     extract::State,
     http::StatusCode,
@@ -12,7 +10,7 @@ use sqlx::PgPool;
 use twopc::{
     branch::{timeout_refusal, Branch},
     wire::{PrepareRequest, Vote},
-    Gid, GidError,
+    Deadline, Gid, GidError,
 };
 
 use crate::{Participant, VOTES};
@@ -47,8 +45,7 @@ pub(crate) async fn prepare<P: Participant>(
 ) -> Result<Json<Vote>, PrepareError> {
     let gid = Gid::parse(&request.gid)?;
     let work = P::parse_work(request.work).map_err(PrepareError::Work)?;
-    let lock_timeout = Duration::from_millis(request.lock_timeout_ms);
-    let vote = match vote::<P>(&pool, &gid, lock_timeout, &work).await {
+    let vote = match vote::<P>(&pool, &gid, request.deadline, &work).await {
         Ok(vote) => vote,
         // The branch is rolled back by now (dropped); a lock wait that ran out is a transient
         // no, anything else an error.
@@ -69,10 +66,10 @@ pub(crate) async fn prepare<P: Participant>(
 async fn vote<P: Participant>(
     pool: &PgPool,
     gid: &Gid,
-    lock_timeout: Duration,
+    deadline: Deadline,
     work: &P::Work,
 ) -> sqlx::Result<Vote> {
-    let Some(mut branch) = Branch::begin(pool, gid, lock_timeout).await? else {
+    let Some(mut branch) = Branch::begin(pool, gid, deadline).await? else {
         // Already prepared: a retry whose first answer was lost.
         return Ok(Vote::Yes);
     };

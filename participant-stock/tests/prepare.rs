@@ -21,8 +21,7 @@ async fn stock_of(app: &TestApp, id: &str) -> i64 {
 }
 
 async fn prepare(app: &TestApp, gid: &Gid, items: Value) -> (StatusCode, Value) {
-    let body =
-        json!({ "gid": gid.to_string(), "lock_timeout_ms": 1000, "work": { "items": items } });
+    let body = json!({ "gid": gid.to_string(), "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)), "work": { "items": items } });
     app.post_json(PREPARE, &body).await
 }
 
@@ -160,7 +159,7 @@ async fn a_row_locked_by_another_prepared_branch_makes_prepare_vote_a_transient_
     let waiter = new_gid();
     let body = json!({
         "gid": waiter.to_string(),
-        "lock_timeout_ms": 50,
+        "deadline": twopc::Deadline::after(std::time::Duration::from_millis(50)),
         "work": { "items": [{ "item_id": "0", "quantity": 1 }] },
     });
     let (status, vote) = app.post_json(PREPARE, &body).await;
@@ -189,7 +188,7 @@ async fn a_malformed_gid_is_refused_with_400() {
     ] {
         let body = json!({
             "gid": gid,
-            "lock_timeout_ms": 1000,
+            "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)),
             "work": { "items": [{ "item_id": "0", "quantity": 1 }] },
         });
         let (status, reply) = app.post_json(PREPARE, &body).await;
@@ -214,7 +213,7 @@ async fn malformed_work_is_refused_with_400_and_prepares_nothing() {
         json!({ "items": [{ "item_id": "0", "quantity": 1 }, { "item_id": "0", "quantity": 1 }] }),
         json!({ "items": [{ "item_id": "0", "quantity": 1, "price": 3 }] }),
     ] {
-        let body = json!({ "gid": new_gid().to_string(), "lock_timeout_ms": 1000, "work": work });
+        let body = json!({ "gid": new_gid().to_string(), "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)), "work": work });
         let (status, reply) = app.post_json(PREPARE, &body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{work}: {reply}");
     }

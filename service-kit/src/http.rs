@@ -17,7 +17,9 @@ pub fn client(request_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(request_timeout)
-        .pool_idle_timeout(Duration::from_secs(30))
+        // Well below the idle keep-alive of HAProxy (30 s) and of the services, so a request is
+        // never sent on a connection the other side is closing.
+        .pool_idle_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .build()
         .expect("a client with only timeouts configured always builds")

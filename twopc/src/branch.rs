@@ -1,7 +1,7 @@
 //! The participant side of phase one.
 //!
 //! ```ignore
-//! let Some(mut branch) = Branch::begin(&pool, &gid, lock_timeout).await? else {
+//! let Some(mut branch) = Branch::begin(&pool, &gid, request.deadline).await? else {
 //!     return Ok(Vote::Yes); // a retry of a branch that is already prepared
 //! };
 //! match db::reserve(branch.tx(), &work).await? {
@@ -13,51 +13,77 @@
 //! [`Branch::prepare`] inserts the gid into `twopc_markers` in the same transaction and then
 //! runs `PREPARE TRANSACTION`: the marker commits if and only if the branch commits, which is
 //! what lets phase two tell a branch that committed earlier from one that was lost.
-
-use std::time::Duration;
+//!
+//! The whole branch is bounded by the coordinator's deadline: the wait for a pooled
+//! connection, every lock wait and statement (`lock_timeout`, `statement_timeout`), a session
+//! left idle in the transaction by a stopped process (`idle_in_transaction_session_timeout`,
+//! which ends the session and frees its locks), and finally the marker row, whose check
+//! refuses the insert, and so the `PREPARE TRANSACTION` after it, once the deadline has passed.
+//! A branch the coordinator has given up on therefore cannot be prepared later.
 
 use sqlx::{Executor, PgPool, Postgres, Transaction};
 
 use crate::{
+    finish::has_code,
     wire::{Refusal, Vote},
-    Gid,
+    Deadline, Gid,
 };
 
 /// SQLSTATE of a lock wait that ran past `lock_timeout`.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// SQLSTATE of a statement cancelled by `statement_timeout`.
 const QUERY_CANCELED: &str = "57014";
+/// SQLSTATE of a session ended by `idle_in_transaction_session_timeout`.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
 /// SQLSTATE of `PREPARE TRANSACTION` with a gid that is already prepared.
 const DUPLICATE_OBJECT: &str = "42710";
+/// SQLSTATE of a failed check constraint: the marker's deadline check.
+const CHECK_VIOLATION: &str = "23514";
+/// The marker table's deadline check (migrations `0002_marker_deadline.sql`).
+const IN_TIME_CHECK: &str = "twopc_markers_prepared_in_time";
 
 /// The DDL of the marker table, for each participant's migrations.
 pub const MARKER_TABLE: &str = "twopc_markers";
 
 pub struct Branch {
     gid: Gid,
+    deadline: Deadline,
     tx: Transaction<'static, Postgres>,
 }
 
 impl Branch {
-    /// Opens the branch's local transaction, with row-lock waits bounded by `lock_timeout`.
+    /// Opens the branch's local transaction, every wait in it bounded by `deadline`. A
+    /// deadline that passes while waiting for a connection is [`sqlx::Error::PoolTimedOut`],
+    /// which [`timeout_refusal`] turns into a no vote like any other timeout.
     ///
     /// Returns `None` when the gid is already prepared in this database: the coordinator (or a
     /// proxy) retried a prepare whose first answer was lost, and the vote is still yes.
     pub async fn begin(
         pool: &PgPool,
         gid: &Gid,
-        lock_timeout: Duration,
+        deadline: Deadline,
     ) -> Result<Option<Self>, sqlx::Error> {
-        let mut tx = pool.begin().await?;
-        let millis = format!("{}ms", lock_timeout.as_millis().max(1));
-        // One round trip for both: the lock bound, and whether this is a repeated prepare.
+        let left = deadline.remaining().ok_or(sqlx::Error::PoolTimedOut)?;
+        let mut tx = tokio::time::timeout(left, pool.begin())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        let left = deadline.remaining().ok_or(sqlx::Error::PoolTimedOut)?;
+        let millis = format!("{}ms", left.as_millis().max(1));
+        // A session left idle in the transaction (its process stopped) is ended by the server
+        // a moment after the deadline, freeing its row locks; a live process past the deadline
+        // is refused by the marker's check with a clean no vote first.
+        let idle = format!("{}ms", (left + crate::deadline::SETTLE).as_millis());
+        // One round trip for all of it: the bounds, and whether this is a repeated prepare.
         let prepared: bool = sqlx::query_scalar(
             "select exists (select 1 from pg_prepared_xacts \
                             where database = current_database() and gid = $2) \
-             from (select set_config('lock_timeout', $1, true)) as bound",
+             from (select set_config('lock_timeout', $1, true), \
+                          set_config('statement_timeout', $1, true), \
+                          set_config('idle_in_transaction_session_timeout', $3, true)) as bound",
         )
         .bind(&millis)
         .bind(gid.to_string())
+        .bind(&idle)
         .fetch_one(&mut *tx)
         .await?;
         if prepared {
@@ -66,6 +92,7 @@ impl Branch {
         }
         Ok(Some(Self {
             gid: gid.clone(),
+            deadline,
             tx,
         }))
     }
@@ -75,14 +102,19 @@ impl Branch {
         &mut self.tx
     }
 
-    /// Votes yes: writes the marker and prepares the transaction durably.
+    /// Votes yes: writes the marker and prepares the transaction durably, unless the deadline
+    /// has passed by the time the marker lands (then the error is a timeout, see
+    /// [`timeout_refusal`]).
     pub async fn prepare(mut self) -> Result<Vote, sqlx::Error> {
         let gid = self.gid.sql_literal();
-        let sql =
-            format!("insert into {MARKER_TABLE} (gid) values ({gid}); prepare transaction {gid}");
+        let by = self.deadline.sql_timestamp();
+        let sql = format!(
+            "insert into {MARKER_TABLE} (gid, prepare_by) values ({gid}, {by}); \
+             prepare transaction {gid}"
+        );
         match self.tx.execute(sql.as_str()).await {
             Ok(_) => {}
-            Err(error) if crate::finish::has_code(&error, DUPLICATE_OBJECT) => {
+            Err(error) if has_code(&error, DUPLICATE_OBJECT) => {
                 // A concurrent retry of the same branch prepared first; its vote stands.
                 self.tx.rollback().await?;
                 return Ok(Vote::Yes);
@@ -104,10 +136,18 @@ impl Branch {
     }
 }
 
-/// A lock wait or statement that ran out of time becomes a transient no vote, so the
-/// coordinator aborts cleanly instead of reporting an error.
+/// A wait that ran out of time becomes a transient no vote, so the coordinator aborts
+/// cleanly instead of reporting an error: a lock wait or statement past its bound, no pooled
+/// connection before the deadline, or the deadline passed when the marker landed.
 pub fn timeout_refusal(error: &sqlx::Error) -> Option<Refusal> {
-    (crate::finish::has_code(error, LOCK_NOT_AVAILABLE)
-        || crate::finish::has_code(error, QUERY_CANCELED))
-    .then(|| Refusal::transient("busy", "rows are locked by another checkout, try again"))
+    let late = matches!(error, sqlx::Error::PoolTimedOut)
+        || has_code(error, LOCK_NOT_AVAILABLE)
+        || has_code(error, QUERY_CANCELED)
+        || has_code(error, IDLE_IN_TRANSACTION_TIMEOUT)
+        || (has_code(error, CHECK_VIOLATION)
+            && error
+                .as_database_error()
+                .and_then(|db| db.constraint())
+                .is_some_and(|name| name == IN_TIME_CHECK));
+    late.then(|| Refusal::transient("busy", "the checkout ran out of time, try again"))
 }

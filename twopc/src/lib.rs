@@ -3,6 +3,8 @@
 //! * [`gid`]: the global transaction id of one branch, `wdm_<coordinator>_<txid>_<participant>`.
 //!   It is formatted into SQL text (PREPARE takes no bind parameters), so it is built only from
 //!   characters we generate and is validated wherever it is read back.
+//! * [`deadline`]: the wall-clock deadline every request carries, so that no step outlives
+//!   the caller that waits for it.
 //! * [`wire`]: the JSON bodies of the internal HTTP API: the coordinator's transaction request and
 //!   outcome, a participant's prepare request and vote.
 //! * [`branch`]: the participant side of phase one. The business work runs in a local
@@ -14,8 +16,10 @@
 //!   recovery CLI run them without the participant service being up.
 
 pub mod branch;
+pub mod deadline;
 pub mod finish;
 pub mod gid;
 pub mod wire;
 
+pub use deadline::Deadline;
 pub use gid::{Gid, GidError};

@@ -9,12 +9,20 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::Deadline;
+
 /// One global transaction: the branches are prepared one after another in this order, which is
 /// the system's global lock order (see the coordinator's documentation).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransactionRequest {
     pub txid: Uuid,
     pub branches: Vec<BranchRequest>,
+    /// Every vote and the commit decision happen before this, or the transaction aborts. The
+    /// coordinator may move it earlier (its own bound), never later.
+    pub deadline: Deadline,
+    /// The coordinator answers by then at the latest, handing an unfinished phase two to the
+    /// background; the caller waits a little longer than this for the reply.
+    pub reply_by: Deadline,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,8 +36,9 @@ pub struct BranchRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrepareRequest {
     pub gid: String,
-    /// How long the participant may wait for row locks before voting no.
-    pub lock_timeout_ms: u64,
+    /// The participant votes by then: its pool wait, lock waits and statements are bounded by
+    /// it, and `PREPARE TRANSACTION` is refused where it lands once it has passed.
+    pub deadline: Deadline,
     pub work: serde_json::Value,
 }
 
@@ -82,6 +91,14 @@ pub enum Outcome {
     },
     /// Still being decided or finished by the live coordinator; ask again.
     Pending,
+}
+
+/// Query of `GET /_2pc/transactions/{txid}`: the deadline the caller gave the transaction.
+/// Once it has passed, a transaction without a decision can be fenced off (an abort record
+/// that no commit can overtake) and reported aborted by any coordinator.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct StatusQuery {
+    pub deadline: Deadline,
 }
 
 /// Names of the internal routes, shared by both sides.

@@ -7,7 +7,10 @@
 use std::time::Duration;
 
 use coordinator::{
-    config::ParticipantSpec, inflight::InFlight, participants::Participants, recovery::Recovery,
+    config::ParticipantSpec,
+    inflight::InFlight,
+    participants::Participants,
+    recovery::{Own, Recovery},
     MIGRATIONS,
 };
 use sqlx::{Executor, PgPool};
@@ -35,7 +38,11 @@ pub async fn world() -> World {
         let url = service_kit::testing::fresh_database().await;
         let pool = PgPool::connect(&url).await.unwrap();
         pool.execute(
-            "create table twopc_markers (gid text primary key, created_at timestamptz not null default now());
+            "create table twopc_markers (gid text primary key,
+                 created_at timestamptz not null default clock_timestamp(),
+                 prepare_by timestamptz,
+                 constraint twopc_markers_prepared_in_time
+                     check (prepare_by is null or created_at < prepare_by));
              create table rows (id text primary key);",
         )
         .await
@@ -58,16 +65,37 @@ pub async fn world() -> World {
 }
 
 impl World {
+    /// Recovery of coordinator `c1`'s branches: by the live `c1` itself when `in_flight` is
+    /// given, else as the CLI sees them.
     pub fn recovery<'a>(
         &'a self,
         in_flight: Option<&'a InFlight>,
         grace: Duration,
     ) -> Recovery<'a> {
         Recovery {
-            coordinator: Some("c1"),
+            scope: Some("c1"),
+            own: in_flight.map(|in_flight| Own {
+                id: "c1",
+                in_flight,
+            }),
             log: &self.log,
             participants: &self.participants,
-            in_flight,
+            grace,
+        }
+    }
+
+    /// Recovery as the live coordinator `own` runs it: every coordinator's branches.
+    pub fn coordinator_round<'a>(
+        &'a self,
+        own: &'a str,
+        in_flight: &'a InFlight,
+        grace: Duration,
+    ) -> Recovery<'a> {
+        Recovery {
+            scope: None,
+            own: Some(Own { id: own, in_flight }),
+            log: &self.log,
+            participants: &self.participants,
             grace,
         }
     }
@@ -75,7 +103,8 @@ impl World {
     /// Prepares a branch that inserts `row` into participant `index`.
     pub async fn prepare(&self, index: usize, coordinator: &str, txid: Uuid, row: &str) -> Gid {
         let gid = Gid::new(coordinator, txid, NAMES[index]).unwrap();
-        let mut branch = Branch::begin(&self.pools[index], &gid, Duration::from_secs(1))
+        let deadline = twopc::Deadline::after(Duration::from_secs(5));
+        let mut branch = Branch::begin(&self.pools[index], &gid, deadline)
             .await
             .unwrap()
             .unwrap();

@@ -443,13 +443,18 @@ def check_workloads(f, rendered):
         f.check(where, len(budgets) == 1, f"needs exactly one PodDisruptionBudget, has "
                 f"{len(budgets)}")
         for pdb in budgets:
+            # Pods a voluntary disruption may take at once, with the fewest replicas: at least
+            # one (or a drain never ends), fewer than all.
             spec = pdb["spec"]
-            allows = (spec.get("maxUnavailable", 0) not in (0, "0", "0%")
-                      if "maxUnavailable" in spec else spec.get("minAvailable", 0) < fewest)
-            protects = ("minAvailable" in spec and spec["minAvailable"] >= 1) or \
-                (isinstance(spec.get("maxUnavailable"), int) and spec["maxUnavailable"] < fewest)
-            f.check(where, allows and protects, "its PodDisruptionBudget must allow one pod "
-                    "out and keep one")
+            if isinstance(spec.get("maxUnavailable"), int):
+                may_go = spec["maxUnavailable"]
+            elif isinstance(spec.get("minAvailable"), int):
+                may_go = fewest - spec["minAvailable"]
+            else:
+                may_go = None
+            f.check(where, may_go is not None and 1 <= may_go < fewest,
+                    "its PodDisruptionBudget must let one pod go and keep one (integer "
+                    "maxUnavailable or minAvailable)")
         volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
         for volume in volumes.values():
             if "configMap" in volume:
@@ -606,7 +611,12 @@ def check_ingress(f, rendered, gateway_frontend):
                 f.check(where, path["pathType"] == "Prefix", f"{path['path']}: pathType Prefix")
         f.check(where, sorted(paths) == ["/orders", "/payment", "/stock"],
                 f"paths {paths}, expected /orders, /stock, /payment")
-        for route in routes():
+        found = routes()
+        f.check(where, {"/health", "/metrics", "/_2pc/prepare"} <= set(found) and
+                all(any(r.startswith(p) for r in found) for p in ("/orders/", "/stock/",
+                                                                   "/payment/")),
+                f"the services' routes were not found in their sources: {found}")
+        for route in found:
             public = route.startswith(("/orders/", "/stock/", "/payment/"))
             reached = any(ingress_matches(route, p) for p in paths)
             f.check(where, reached == public, f"{route}: reachable {reached}, expected {public}")
@@ -617,10 +627,8 @@ def check_ingress(f, rendered, gateway_frontend):
 
 
 def gateway_config(rendered):
-    gateway, _ = None, None
-    for workload in rendered.workloads():
-        if workload["metadata"]["name"] == "gateway":
-            gateway = workload
+    """The gateway Deployment and the files of its configuration ConfigMap."""
+    gateway = rendered.get("Deployment", "gateway")
     if gateway is None:
         return None, None
     names = [v["configMap"]["name"] for v in gateway["spec"]["template"]["spec"]["volumes"]

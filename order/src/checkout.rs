@@ -104,8 +104,14 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
     let mut expected: Option<Uuid> = None;
     let mut attempts = 0u32;
     loop {
-        let attempt = Attempt::new(state, budget)
-            .ok_or_else(|| Error::Aborted("the checkout ran out of time, try again".to_owned()))?;
+        let Some(attempt) = Attempt::new(state, budget) else {
+            if let Some(aborted) = expected {
+                release(state, order_id, aborted).await;
+            }
+            return Err(Error::Aborted(
+                "the checkout ran out of time, try again".to_owned(),
+            ));
+        };
         let claim = claim(state, order_id, expected, &attempt).await?;
         let (txid, outcome) = match claim {
             db::Claim::Unknown => return Err(Error::UnknownOrder(order_id.to_owned())),
@@ -132,10 +138,7 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
                 *reason = bounded_reason(&refusal);
                 let last = refusal.business || Attempt::new(state, budget).is_none();
                 if last {
-                    // Nothing of `txid` can commit any more: later checkouts need not follow it.
-                    if let Err(error) = db::release(&state.claims, order_id, txid).await {
-                        tracing::warn!(%txid, %error, "claim not released; the next checkout finds it aborted");
-                    }
+                    release(state, order_id, txid).await;
                 }
                 if participant == prepare::PARTICIPANT && refusal.code == prepare::ALREADY_PAID {
                     return Ok(Checkout::AlreadyPaid);
@@ -153,6 +156,14 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
                 tokio::time::sleep(Duration::from_millis(10 * u64::from(attempts.min(20)))).await;
             }
         }
+    }
+}
+
+/// Clears the claim of `txid`, which aborted: later checkouts need not follow it. A failure
+/// only costs the next checkout a status question.
+async fn release(state: &State, order_id: &str, txid: Uuid) {
+    if let Err(error) = db::release(&state.claims, order_id, txid).await {
+        tracing::warn!(%txid, %error, "claim not released; the next checkout finds it aborted");
     }
 }
 

@@ -237,14 +237,22 @@ impl Project {
         docker(&["start", &container])
             .await
             .unwrap_or_else(|error| panic!("docker start {service}: {error}"));
-        eprintln!("compose: docker start {service} after {:?}", stopped.elapsed());
+        eprintln!(
+            "compose: docker start {service} after {:?}",
+            stopped.elapsed()
+        );
         wait_until(
             &format!("{service} healthy after docker start"),
             Duration::from_secs(90),
             || async {
-                docker(&["inspect", "--format", "{{.State.Health.Status}}", &container])
-                    .await
-                    .is_ok_and(|status| status.trim() == "healthy")
+                docker(&[
+                    "inspect",
+                    "--format",
+                    "{{.State.Health.Status}}",
+                    &container,
+                ])
+                .await
+                .is_ok_and(|status| status.trim() == "healthy")
             },
         )
         .await;

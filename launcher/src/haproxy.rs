@@ -184,6 +184,39 @@ pub fn command_spec(config: &Path) -> CommandSpec {
     CommandSpec::new(BINARY).arg("-f").arg(config).arg("-db")
 }
 
+/// Linux's switch that hands the connections queued on a closing SO_REUSEPORT listener to
+/// another listener of its group instead of resetting them (since 5.14).
+const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/// Makes a killed gateway process lose only the connections it had accepted: without
+/// `tcp_migrate_req`, a connection the kernel queued on its listener in the milliseconds
+/// between the SIGKILL and the socket's close is reset, and a client retrying a cut request at
+/// once lands there (seen in `tests/faults.rs`). The setting is per network namespace; it is
+/// set when possible (root), and only warned about otherwise. Returns whether it is on.
+pub fn migrate_queued_connections() -> bool {
+    match std::fs::read_to_string(MIGRATE_REQ) {
+        Ok(value) if value.trim() == "1" => true,
+        Ok(_) => match std::fs::write(MIGRATE_REQ, "1") {
+            Ok(()) => {
+                tracing::info!("set net.ipv4.tcp_migrate_req = 1 for the gateway processes");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "cannot set net.ipv4.tcp_migrate_req = 1: a killed gateway process also \
+                     resets the connections queued on its listeners"
+                );
+                false
+            }
+        },
+        Err(error) => {
+            tracing::warn!(%error, "no {MIGRATE_REQ} (Linux before 5.14?)");
+            false
+        }
+    }
+}
+
 /// The full path of the HAProxy binary, if installed.
 pub fn find_binary() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

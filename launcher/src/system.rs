@@ -395,12 +395,13 @@ impl System {
     /// and otherwise the same frontends: they share those ports through SO_REUSEPORT (HAProxy
     /// sets it on every listener unless told `noreuseport`), so the kernel spreads new
     /// connections over the live processes, and a killed one loses only the connections it
-    /// held.
+    /// held ([`haproxy::migrate_queued_connections`]).
     fn start_gateway(&self) -> Result<()> {
         let ports = &self.config.ports;
         let addresses = |ports: &[u16]| ports.iter().map(|port| loopback(*port)).collect();
         let dir = self.config.base_dir.join("haproxy");
         std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+        haproxy::migrate_queued_connections();
         for (name, metrics) in ports.gateways() {
             let gateway = GatewayConfig {
                 gateway: loopback(ports.gateway),

@@ -100,6 +100,7 @@ impl Gateway {
     /// `count` HAProxy processes on the same frontends, each with its own exporter, as the
     /// launcher runs them.
     async fn start_processes(count: usize) -> Gateway {
+        haproxy::migrate_queued_connections();
         let dir = ScratchDir::new("haproxy").unwrap();
         let config = gateway_config();
         let mut instances = BTreeMap::new();

@@ -325,19 +325,37 @@ pub async fn run_checkouts(
     orders: &[String],
     in_flight: usize,
 ) -> Vec<(String, StatusCode)> {
+    let api = api.clone();
+    concurrently(orders, in_flight, move |order| {
+        let api = api.clone();
+        async move {
+            let status = api.checkout(&order).await;
+            (order, status)
+        }
+    })
+    .await
+}
+
+/// Runs `work` on every order with `in_flight` concurrent workers, each taking the next order
+/// once it is done with one; the results in the order they finished.
+async fn concurrently<T, F, Fut>(orders: &[String], in_flight: usize, work: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(String) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = T> + Send,
+{
     let queue = std::sync::Arc::new(tokio::sync::Mutex::new(orders.to_vec()));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..in_flight {
         let queue = queue.clone();
-        let api = api.clone();
+        let work = work.clone();
         workers.spawn(async move {
             let mut results = Vec::new();
             loop {
                 let Some(order) = queue.lock().await.pop() else {
                     return results;
                 };
-                let status = api.checkout(&order).await;
-                results.push((order, status));
+                results.push(work(order).await);
             }
         });
     }
@@ -515,4 +533,119 @@ pub fn restart_coordinator_clean(system: &System) {
         }
         supervisor.start(&name).expect("start coordinator");
     }
+}
+
+/// Serializes the tests that start a whole system and load it hard (the fault cases): on two
+/// cores, two such systems at once would measure each other. Hold the guard for the test.
+pub async fn one_loaded_system_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// Prepared transactions on every database, or `None` while one of them does not answer
+/// (a database restarting after its postmaster was killed).
+pub async fn prepared_count_now(system: &System) -> Option<i64> {
+    let mut total = 0;
+    for service in Service::ALL {
+        let count = async {
+            let mut connection = PgConnection::connect(&system.database_url(service)).await?;
+            sqlx::query_scalar::<_, i64>("select count(*) from pg_prepared_xacts")
+                .fetch_one(&mut connection)
+                .await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), count).await {
+            Ok(Ok(count)) => total += count,
+            _ => return None,
+        }
+    }
+    Some(total)
+}
+
+/// One try of a request, as the client saw it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub started: Instant,
+    pub ended: Instant,
+    /// The reply's status, or the transport error (connection refused or reset, a reply cut
+    /// off) that reached the client instead.
+    pub reply: Result<StatusCode, String>,
+}
+
+/// A checkout as a client that retries connection errors at once saw it: every attempt, the
+/// last one's reply being what counts.
+#[derive(Debug, Clone)]
+pub struct TriedCheckout {
+    pub order: String,
+    pub attempts: Vec<Attempt>,
+}
+
+impl TriedCheckout {
+    /// The reply that counts: the last attempt's status, or `None` if even that one was a
+    /// connection error.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.attempts.last()?.reply.as_ref().ok().copied()
+    }
+
+    /// When the client had its answer.
+    pub fn ended(&self) -> Option<Instant> {
+        self.attempts.last().map(|attempt| attempt.ended)
+    }
+
+    /// The attempts that ended in a connection error.
+    pub fn connection_errors(&self) -> impl Iterator<Item = &Attempt> {
+        self.attempts
+            .iter()
+            .filter(|attempt| attempt.reply.is_err())
+    }
+}
+
+/// Tries a request a connection error cost this many times in all.
+pub const ATTEMPTS: usize = 3;
+
+impl Api {
+    /// POST /orders/checkout/{order}, retried at once after a connection error, at most
+    /// [`ATTEMPTS`] tries (a client of a gateway that lost a process does just that).
+    pub async fn checkout_retrying(&self, order: &str) -> TriedCheckout {
+        let url = format!("{}/orders/checkout/{order}", self.base);
+        let mut attempts = Vec::new();
+        for _ in 0..ATTEMPTS {
+            let started = Instant::now();
+            let reply = match self.http.post(&url).send().await {
+                // The body is read so that a reply cut off counts as the error it is.
+                Ok(response) => {
+                    let status = response.status();
+                    response.bytes().await.map(|_| status)
+                }
+                Err(error) => Err(error),
+            };
+            let reply = reply.map_err(|error| launcher::supervisor::error_chain(&error));
+            let done = reply.is_ok();
+            attempts.push(Attempt {
+                started,
+                ended: Instant::now(),
+                reply,
+            });
+            if done {
+                break;
+            }
+        }
+        TriedCheckout {
+            order: order.to_owned(),
+            attempts,
+        }
+    }
+}
+
+/// Checks out `orders` with `in_flight` concurrent clients that retry connection errors.
+pub async fn run_checkouts_retrying(
+    api: &Api,
+    orders: &[String],
+    in_flight: usize,
+) -> Vec<TriedCheckout> {
+    let api = api.clone();
+    concurrently(orders, in_flight, move |order| {
+        let api = api.clone();
+        async move { api.checkout_retrying(&order).await }
+    })
+    .await
 }

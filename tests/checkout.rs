@@ -142,3 +142,170 @@ async fn consistency_scenario_is_exact() {
     .await;
     wait_nothing_prepared(&system, Duration::from_secs(5)).await;
 }
+
+/// Milliseconds since the Unix epoch, `offset_ms` from now (the coordinators' deadline form).
+fn epoch_ms(offset_ms: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    now + offset_ms
+}
+
+/// A transaction as the order service hands it to a coordinator: one stock branch.
+fn stock_transaction(txid: &str, item: &str, deadline_ms: i64) -> serde_json::Value {
+    serde_json::json!({
+        "txid": txid,
+        "branches": [{
+            "participant": "stock",
+            "work": {"items": [{"item_id": item, "quantity": 1}]},
+        }],
+        "deadline": deadline_ms,
+        "reply_by": deadline_ms + 1_000,
+    })
+}
+
+async fn coordinator_call(
+    api: &Api,
+    method: reqwest::Method,
+    url: String,
+    body: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    let mut request = api.http.request(method, url);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_caller_that_lost_its_reply_learns_the_true_outcome_from_any_coordinator() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let coordinators = system.processes(system_tests::Service::Coordinator);
+    let [first, second] = [&coordinators[0], &coordinators[1]]
+        .map(|name| system.instance_url(name).unwrap().to_owned());
+    let transactions = "/_2pc/transactions";
+
+    // A business refusal is remembered with its reason: a lost reply must not turn a 400 into
+    // a 409.
+    let refused = uuid::Uuid::new_v4().to_string();
+    let request = stock_transaction(&refused, "no-such-item", epoch_ms(5_000));
+    let outcome = coordinator_call(
+        &api,
+        reqwest::Method::POST,
+        format!("{first}{transactions}"),
+        Some(&request),
+    )
+    .await;
+    assert_eq!(outcome["outcome"], "aborted");
+    assert_eq!(outcome["code"], "unknown_item");
+    assert_eq!(outcome["business"], true);
+    let deadline = request["deadline"].as_i64().unwrap();
+    let status = coordinator_call(
+        &api,
+        reqwest::Method::GET,
+        format!("{first}{transactions}/{refused}?deadline={deadline}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, outcome, "the coordinator that ran it remembers why");
+
+    // A committed transaction is committed for every coordinator (the shared log).
+    let item = api.create_item(1).await;
+    api.ok(&format!("/stock/add/{item}/1")).await;
+    let committed = uuid::Uuid::new_v4().to_string();
+    let request = stock_transaction(&committed, &item, epoch_ms(5_000));
+    let outcome = coordinator_call(
+        &api,
+        reqwest::Method::POST,
+        format!("{first}{transactions}"),
+        Some(&request),
+    )
+    .await;
+    assert_eq!(outcome["outcome"], "committed");
+    let status = coordinator_call(
+        &api,
+        reqwest::Method::GET,
+        format!("{second}{transactions}/{committed}?deadline=1"),
+        None,
+    )
+    .await;
+    assert_eq!(status["outcome"], "committed", "{status}");
+
+    // A transaction nobody decided is pending until its deadline has settled, then fenced off
+    // as aborted by whichever coordinator is asked; it can never commit after that.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let ahead = epoch_ms(60_000);
+    let status = coordinator_call(
+        &api,
+        reqwest::Method::GET,
+        format!("{second}{transactions}/{unknown}?deadline={ahead}"),
+        None,
+    )
+    .await;
+    assert_eq!(status["outcome"], "pending");
+    let status = coordinator_call(
+        &api,
+        reqwest::Method::GET,
+        format!("{second}{transactions}/{unknown}?deadline=1"),
+        None,
+    )
+    .await;
+    assert_eq!(status["outcome"], "aborted");
+    assert_eq!(status["business"], false);
+    api.ok(&format!("/stock/add/{item}/1")).await;
+    let late = stock_transaction(&unknown, &item, epoch_ms(5_000));
+    let outcome = coordinator_call(
+        &api,
+        reqwest::Method::POST,
+        format!("{first}{transactions}"),
+        Some(&late),
+    )
+    .await;
+    assert_eq!(
+        outcome["outcome"], "aborted",
+        "a fenced transaction cannot commit"
+    );
+    assert_eq!(api.item(&item).await.stock, 1, "and it changed nothing");
+    wait_nothing_prepared(&system, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_transaction_sent_twice_runs_once_and_the_repeat_is_told_it_is_running() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let coordinators = system.processes(system_tests::Service::Coordinator);
+    let url = format!(
+        "{}/_2pc/transactions",
+        system.instance_url(&coordinators[0]).unwrap()
+    );
+    let item = api.create_item(1).await;
+    api.ok(&format!("/stock/add/{item}/5")).await;
+    let txid = uuid::Uuid::new_v4().to_string();
+    let request = stock_transaction(&txid, &item, epoch_ms(5_000));
+    let send = || api.http.post(&url).json(&request).send();
+    let (first, second) = tokio::join!(send(), send());
+    let mut answers = Vec::new();
+    for response in [first.unwrap(), second.unwrap()] {
+        let status = response.status();
+        answers.push((status, response.text().await.unwrap()));
+    }
+    answers.sort();
+    // The repeat is either told the transaction is running (409: its caller follows it by
+    // status) or, if the first had finished, given the first one's outcome.
+    assert_eq!(answers[0].0, StatusCode::OK, "{answers:?}");
+    assert!(answers[0].1.contains("committed"), "{answers:?}");
+    assert!(
+        answers[1].0 == StatusCode::CONFLICT || answers[1] == answers[0],
+        "{answers:?}"
+    );
+    let again = coordinator_call(&api, reqwest::Method::POST, url.clone(), Some(&request)).await;
+    assert_eq!(
+        again["outcome"], "committed",
+        "a later repeat is answered, not run"
+    );
+    assert_eq!(api.item(&item).await.stock, 4, "taken exactly once");
+}

@@ -67,6 +67,11 @@ pub async fn run(app: &App, request: TransactionRequest) -> Result<Outcome, Requ
     let deadline = request
         .deadline
         .min(Deadline::after(app.config.max_phase_one()));
+    // A repeat of a transaction this process finished lately gets the same answer, not a
+    // second run.
+    if let Some(outcome) = app.inflight.outcome(txid) {
+        return Ok(outcome);
+    }
     match app.inflight.start(txid) {
         Start::Started => {}
         Start::AlreadyRunning => return Err(RequestError::AlreadyRunning(txid)),

@@ -1,9 +1,9 @@
 //! `wdm-bench`: what the checkout system does on this machine, in numbers.
 //!
 //! It starts a private copy of the whole system (four PostgreSQL instances, two instances of
-//! each service, the coordinator and HAProxy, on free ports in a scratch directory) from the
-//! release binaries next to its own executable, drives it through the public gateway with its
-//! own load generator ([`load`]), and prints a table; the same figures go to
+//! each service, two coordinators and two HAProxy processes, on free ports in a scratch
+//! directory) from the release binaries next to its own executable, drives it through the
+//! public gateway with its own load generator ([`load`]), and prints a table; the same figures go to
 //! `target/bench/latest.json`. It is a benchmark, not a test: it asserts nothing about timing.
 //!
 //! Sections ([`sections::Section`]), in the order they run so that loaded data is reused:
@@ -14,6 +14,9 @@
 //! - `ceiling`: the same checkouts as ONE local transaction in ONE database, at the same
 //!   concurrency, and the ratio checkout/ceiling;
 //! - `stress`: the course's stress scenario, random orders checked out again and again;
+//! - `faults`: fresh checkouts at 64 clients in 1 s windows while `coordinator-1`, then
+//!   `order-1`, then the stock database are killed: the rate before, the worst window, and
+//!   the seconds until the rate is back at 80 % (also under `faults` in the JSON);
 //! - `consistency`: the course's consistency scenario (1000 checkouts of 100 units of stock).
 //!
 //! `--ha` adds a second system, started once the first is stopped, whose databases are

@@ -12,6 +12,7 @@ use serde::Serialize;
 use launcher::Failover;
 
 use crate::load::Stats;
+pub use crate::sections::FaultFigures;
 use crate::sections::{Scale, Section};
 
 /// Where the figures come from.
@@ -283,6 +284,9 @@ pub struct Report {
     pub failures: Vec<Failure>,
     #[serde(skip_serializing_if = "HaFigures::is_empty")]
     pub ha: HaFigures,
+    /// The `faults` section: throughput around each kill.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultFigures>,
 }
 
 impl Report {
@@ -307,6 +311,7 @@ impl Report {
             notes: Vec::new(),
             failures: Vec::new(),
             ha: HaFigures::default(),
+            faults: Vec::new(),
         }
     }
 
@@ -318,6 +323,10 @@ impl Report {
 
     pub fn add_failover(&mut self, failover: FailoverFigures) {
         self.ha.failovers.push(failover);
+    }
+
+    pub fn add_fault(&mut self, figures: FaultFigures) {
+        self.faults.push(figures);
     }
 
     pub fn add(&mut self, row: Row) {

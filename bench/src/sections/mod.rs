@@ -7,6 +7,7 @@ mod checkout;
 mod consistency;
 mod crud;
 mod failover;
+mod faults;
 mod stress;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use launcher::{Databases, Instances, ScratchDir, Service, System, SystemConfig};
+
+pub use faults::FaultFigures;
 
 use crate::gateway::Gateway;
 use crate::load::Stats;
@@ -39,6 +42,9 @@ pub enum Section {
     Checkout,
     Ceiling,
     Stress,
+    /// Fresh checkouts while coordinator-1, order-1 and the stock database are killed in turn:
+    /// the dip and the recovery of the rate.
+    Faults,
     Consistency,
     /// `--ha` only: `checkout` again, on the system with Patroni clusters, and the ratio
     /// HA/single at each concurrency.
@@ -50,14 +56,16 @@ pub enum Section {
 }
 
 impl Section {
-    /// Run order: `batch` loads what `crud`, `checkout` and `ceiling` use; `consistency`
-    /// overwrites item 0 and users 0..999, so it comes last.
-    pub const ALL: [Section; 6] = [
+    /// Run order: `batch` loads what `crud`, `checkout` and `ceiling` use; `faults` kills
+    /// processes, so it follows the sections measured on an undisturbed system;
+    /// `consistency` overwrites item 0 and users 0..999, so it comes last.
+    pub const ALL: [Section; 7] = [
         Section::Batch,
         Section::Crud,
         Section::Checkout,
         Section::Ceiling,
         Section::Stress,
+        Section::Faults,
         Section::Consistency,
     ];
 
@@ -68,6 +76,7 @@ impl Section {
             Section::Checkout => "checkout",
             Section::Ceiling => "ceiling",
             Section::Stress => "stress",
+            Section::Faults => "faults",
             Section::Consistency => "consistency",
             Section::HaCheckout => "ha-checkout",
             Section::Failover => "failover",
@@ -103,6 +112,7 @@ impl Section {
             Section::Stress => stress::run(bench, report).await,
             Section::Consistency => consistency::run(bench, report).await,
             Section::Failover => failover::run(bench, report).await,
+            Section::Faults => faults::run(bench, report).await,
         }
     }
 }

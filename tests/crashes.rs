@@ -6,26 +6,30 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use system_tests::{
-    arm_coordinator_failpoint, assert_checkouts_exact, ledger, order_of_two,
-    restart_coordinator_clean, start, wait_coordinator_crashed, wait_nothing_prepared, wait_until,
-    Api, Consistency, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
+    arm_coordinator_failpoint, assert_checkouts_exact, keep_peer_coordinators_down, ledger,
+    order_of_two, restart_coordinator_clean, start, wait_coordinator_crashed,
+    wait_nothing_prepared, wait_until, Api, Consistency, Service, CONSISTENCY_STOCK,
+    CONSISTENCY_USERS,
 };
 
 /// For every crash point: the checkout's reply matches what happened, nothing stays prepared,
-/// and stock sold = credit spent = paid totals.
+/// and stock sold = credit spent = paid totals. A crash before the decision aborts that
+/// transaction, but the order service may retry the checkout (a transient abort) on the
+/// restarted coordinators, so either reply is right as long as it tells the truth; after the
+/// decision the checkout must commit.
 #[tokio::test]
 async fn a_coordinator_crash_at_every_protocol_step_is_recovered_exactly() {
     let system = start().await;
     let api = Api::new(&system);
     let cases = [
-        ("after_first_prepare", false),
-        ("before_decision", false),
-        ("after_decision", true),
-        ("mid_phase_two", true),
+        ("after_first_prepare", None),
+        ("before_decision", None),
+        ("after_decision", Some(true)),
+        ("mid_phase_two", Some(true)),
     ];
     let mut initial_stock = 0;
     let mut initial_credit = 0;
-    for (failpoint, commits) in cases {
+    for (failpoint, must_commit) in cases {
         let (user, item, order) = order_of_two(&api).await;
         initial_stock += 100;
         initial_credit += 100;
@@ -34,11 +38,13 @@ async fn a_coordinator_crash_at_every_protocol_step_is_recovered_exactly() {
         wait_coordinator_crashed(&system).await;
         restart_coordinator_clean(&system);
         let status = checkout.await.expect("checkout task");
-
-        if commits {
-            assert_eq!(status, StatusCode::OK, "{failpoint}");
-        } else {
-            assert!(status.is_client_error(), "{failpoint}: {status}");
+        assert!(
+            status == StatusCode::OK || status.is_client_error(),
+            "{failpoint}: {status}"
+        );
+        let commits = status == StatusCode::OK;
+        if let Some(must_commit) = must_commit {
+            assert_eq!(commits, must_commit, "{failpoint}: {status}");
         }
         wait_nothing_prepared(&system, Duration::from_secs(30)).await;
         let paid = api.order(&order).await.paid;
@@ -67,13 +73,15 @@ async fn a_coordinator_crash_at_every_protocol_step_is_recovered_exactly() {
 }
 
 /// Branches prepared everywhere and the commit logged, then the stock service instances and
-/// the stock database are killed before phase two: the decision still lands everywhere.
+/// the stock database are killed before phase two: the decision still lands everywhere. The
+/// peer coordinator is kept down meanwhile, as it would otherwise finish the branches first.
 #[tokio::test]
 async fn participants_killed_between_prepare_and_commit_lose_nothing() {
     let system = start().await;
     let api = Api::new(&system);
     let (user, item, order) = order_of_two(&api).await;
     arm_coordinator_failpoint(&system, "after_decision").await;
+    keep_peer_coordinators_down(&system).await;
     let checkout = api.spawn_checkout(&order);
     let supervisor = system.supervisor();
     wait_coordinator_crashed(&system).await;

@@ -378,12 +378,12 @@ async fn a_branch_left_prepared_fires_the_in_doubt_alert_while_the_coordinators_
         .wait_value("max(twopc_prepared_branches{database=\"order\"})", 0.0)
         .await;
 
-    // A coordinator exits right after the order branch voted yes, and stays down; so does its
-    // peer, which would otherwise roll the branch back before the alert fires.
+    // A coordinator exits right after the order branch voted yes, and stays down; its peer is
+    // down too, or it would roll the branch back before the alert fires.
     arm_coordinator_failpoint(&system, "after_first_prepare").await;
+    keep_peer_coordinators_down(&system).await;
     let checkout = api.spawn_checkout(&order);
     wait_coordinator_crashed(&system).await;
-    keep_coordinators_down(&system).await;
 
     let in_doubt = |alerts: &[(String, String, BTreeMap<String, String>)], state: &str| {
         alerts.iter().any(|(name, s, labels)| {

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::Command};
 use launcher::system::SystemConfig;
 use serde_json::Value;
 use system_tests::{
-    arm_coordinator_failpoint, keep_coordinators_down, ledger, order_of_two, prepared_count,
+    arm_coordinator_failpoint, keep_peer_coordinators_down, ledger, order_of_two, prepared_count,
     restart_coordinator_clean, start, wait_coordinator_crashed, Api, Service, System,
 };
 
@@ -38,12 +38,12 @@ async fn a_coordinator_crash_after_its_decision_is_listed_and_resolved_by_the_cl
     let api = Api::new(&system);
     let (user, item, order) = order_of_two(&api).await;
 
-    // A coordinator that exits right after forcing its commit decision, and stays down; so
-    // does its peer, which would otherwise finish the transaction before the CLI looks.
+    // A coordinator that exits right after forcing its commit decision, and stays down; its
+    // peer is down too, or it would finish the transaction before the CLI looks.
     arm_coordinator_failpoint(&system, "after_decision").await;
+    keep_peer_coordinators_down(&system).await;
     let checkout = api.spawn_checkout(&order);
     wait_coordinator_crashed(&system).await;
-    keep_coordinators_down(&system).await;
 
     let (code, stdout, stderr) = recovery_cli(&system, &["list", "--json", "--grace", "0"]);
     assert_eq!(code, 1, "in doubt: {stderr}");

@@ -489,12 +489,17 @@ pub async fn arm_coordinator_failpoint(system: &System, failpoint: &str) {
     }
 }
 
-/// Waits until an armed coordinator has exited at its failpoint; returns its name.
+/// Waits until an armed coordinator that is running now has exited at its failpoint; returns
+/// its name.
 pub async fn wait_coordinator_crashed(system: &System) -> String {
     let supervisor = system.supervisor();
-    let names = system.processes(Service::Coordinator);
+    let running: Vec<String> = system
+        .processes(Service::Coordinator)
+        .into_iter()
+        .filter(|name| supervisor.pid(name).expect("pid").is_some())
+        .collect();
     let down = || {
-        names
+        running
             .iter()
             .find(|name| supervisor.pid(name).expect("pid").is_none())
             .cloned()
@@ -508,16 +513,18 @@ pub async fn wait_coordinator_crashed(system: &System) -> String {
     down().expect("a crashed coordinator")
 }
 
-/// Takes every coordinator still running down as well (and keeps it down), for a test of
-/// what happens while no coordinator runs: a live peer would otherwise finish the crashed
-/// one's transactions.
-pub async fn keep_coordinators_down(system: &System) {
-    for name in system.processes(Service::Coordinator) {
+/// Keeps every coordinator but `coordinator-1` down, for a test of what happens once no
+/// coordinator runs: the checkout goes to `coordinator-1`, and when that one crashes no live
+/// peer finishes its transactions before the test has looked. Returns `coordinator-1`.
+pub async fn keep_peer_coordinators_down(system: &System) -> String {
+    let coordinators = system.processes(Service::Coordinator);
+    for name in &coordinators[1..] {
         system
-            .keep_down(&name, Duration::from_secs(10))
+            .keep_down(name, Duration::from_secs(10))
             .await
             .unwrap_or_else(|error| panic!("keep {name} down: {error}"));
     }
+    coordinators[0].clone()
 }
 
 /// Starts every coordinator again with its failpoint disarmed (a running one is restarted:

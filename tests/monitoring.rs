@@ -253,10 +253,11 @@ async fn prometheus_counts_every_checkout_and_the_console_and_dashboards_show_ex
         .await;
     // Series that must exist before their first event, and the new database gauges.
     prometheus.wait_value("sum(twopc_hazards_total)", 0.0).await;
+    // Both actions, exported by each of the two coordinators.
     prometheus
         .wait_value(
             "count(twopc_recovery_actions_total{action=~\"commit|rollback\"})",
-            2.0,
+            4.0,
         )
         .await;
     prometheus

@@ -65,3 +65,40 @@ impl Config {
         Duration::from_millis(self.checkout_deadline_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The gateway must never give up on a checkout the order service is still running: it
+    /// would retry it on the other instance, or answer 504 for something that may commit.
+    #[test]
+    fn the_gateway_waits_longer_than_the_longest_checkout() {
+        let config = Config::try_parse_from([
+            "wdm-order",
+            "--database-url",
+            "postgres://localhost/order",
+            "--stock-url",
+            "http://127.0.0.1:1",
+            "--coordinator-url",
+            "http://127.0.0.1:2",
+        ])
+        .unwrap();
+        let template = include_str!("../../haproxy/gateway.cfg.tmpl");
+        let server_timeout = template
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("timeout server "))
+            .and_then(|value| value.trim().strip_suffix('s'))
+            .and_then(|secs| secs.parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .expect("the gateway template sets `timeout server <n>s`");
+        // The budget, plus the reply margin of the last call to a coordinator.
+        let longest = config.checkout_deadline() + Duration::from_secs(1);
+        assert!(
+            server_timeout > longest,
+            "gateway timeout {server_timeout:?} must exceed the longest checkout {longest:?}"
+        );
+    }
+}

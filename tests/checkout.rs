@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use system_tests::{
-    assert_checkouts_exact, ledger, start, wait_nothing_prepared, Api, Consistency,
-    CONSISTENCY_STOCK, CONSISTENCY_USERS,
+    arm_coordinator_failpoint, assert_checkouts_exact, keep_peer_coordinators_down, ledger,
+    order_of_two, restart_coordinator_clean, start, wait_nothing_prepared, wait_until, Api,
+    Consistency, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
 };
 
 #[tokio::test]
@@ -274,7 +275,7 @@ async fn a_caller_that_lost_its_reply_learns_the_true_outcome_from_any_coordinat
 }
 
 #[tokio::test]
-async fn a_transaction_sent_twice_runs_once_and_the_repeat_is_told_it_is_running() {
+async fn a_transaction_sent_twice_runs_once_and_both_callers_get_its_outcome() {
     let system = start().await;
     let api = Api::new(&system);
     let coordinators = system.processes(system_tests::Service::Coordinator);
@@ -286,26 +287,164 @@ async fn a_transaction_sent_twice_runs_once_and_the_repeat_is_told_it_is_running
     api.ok(&format!("/stock/add/{item}/5")).await;
     let txid = uuid::Uuid::new_v4().to_string();
     let request = stock_transaction(&txid, &item, epoch_ms(5_000));
-    let send = || api.http.post(&url).json(&request).send();
+    let send = || coordinator_call(&api, reqwest::Method::POST, url.clone(), Some(&request));
+    // The repeat either waits for the running first one or is answered from memory: both
+    // callers learn the one outcome (a refusal of the repeat would read as "not applied").
     let (first, second) = tokio::join!(send(), send());
-    let mut answers = Vec::new();
-    for response in [first.unwrap(), second.unwrap()] {
-        let status = response.status();
-        answers.push((status, response.text().await.unwrap()));
-    }
-    answers.sort();
-    // The repeat is either told the transaction is running (409: its caller follows it by
-    // status) or, if the first had finished, given the first one's outcome.
-    assert_eq!(answers[0].0, StatusCode::OK, "{answers:?}");
-    assert!(answers[0].1.contains("committed"), "{answers:?}");
-    assert!(
-        answers[1].0 == StatusCode::CONFLICT || answers[1] == answers[0],
-        "{answers:?}"
-    );
-    let again = coordinator_call(&api, reqwest::Method::POST, url.clone(), Some(&request)).await;
+    assert_eq!(first["outcome"], "committed", "{first}");
+    assert_eq!(second, first);
+    let again = send().await;
+    assert_eq!(again, first, "a later repeat is answered, not run");
+    assert_eq!(api.item(&item).await.stock, 4, "taken exactly once");
+}
+
+/// A checkout whose phase two is slow (a branch's `COMMIT PREPARED` held for 10 s, past the
+/// coordinator's reply wait) is answered 200 only once every branch is committed: a read right
+/// after the 200 sees the order paid, the credit charged and the stock taken.
+#[tokio::test]
+async fn a_checkout_with_a_slow_phase_two_answers_200_only_once_its_writes_are_visible() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let (user, item, order) = order_of_two(&api).await;
+    arm_coordinator_failpoint(&system, "hold_branch_commit").await;
+    // The peer would finish the branch by recovery meanwhile and hide the fault.
+    keep_peer_coordinators_down(&system).await;
+    assert_eq!(api.checkout(&order).await, StatusCode::OK);
+    assert!(api.order(&order).await.paid, "the order read after the 200");
     assert_eq!(
-        again["outcome"], "committed",
-        "a later repeat is answered, not run"
+        api.user(&user).await.credit,
+        94,
+        "the credit read after the 200"
     );
+    assert_eq!(
+        api.item(&item).await.stock,
+        98,
+        "the stock read after the 200"
+    );
+    restart_coordinator_clean(&system);
+    wait_nothing_prepared(&system, Duration::from_secs(30)).await;
+}
+
+/// A proxy that takes the first request sent through it and closes the connection without an
+/// answer (what a keep-alive connection closed by the other side as the request arrives looks
+/// like to its client), then forwards every later connection to `upstream`. It records the
+/// gid of every prepare it sees.
+struct CutFirst {
+    url: String,
+    gids: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutFirst {
+    async fn start(upstream: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let gids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = gids.clone();
+        let task = tokio::spawn(async move {
+            let mut cut = false;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let gid = loop {
+                    let mut chunk = [0u8; 8192];
+                    let read =
+                        tokio::time::timeout(Duration::from_secs(10), client.read(&mut chunk));
+                    match read.await {
+                        Ok(Ok(n)) if n > 0 => request.extend_from_slice(&chunk[..n]),
+                        _ => break None,
+                    }
+                    if let Some(gid) = gid_in(&request) {
+                        break Some(gid);
+                    }
+                };
+                let Some(gid) = gid else { continue };
+                seen.lock().unwrap().push(gid);
+                if !cut {
+                    cut = true;
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    if server.write_all(&request).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        CutFirst { url, gids, task }
+    }
+}
+
+impl Drop for CutFirst {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The gid of a prepare request (`{"gid":"…",…}`) once its bytes have arrived.
+fn gid_in(request: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(request);
+    let start = text.find("\"gid\":\"")? + "\"gid\":\"".len();
+    let length = text[start..].find('"')?;
+    Some(text[start..start + length].to_owned())
+}
+
+/// A prepare whose connection is closed after the request went out and before any answer
+/// (the race of a keep-alive connection closed by the other side) is sent again with the same
+/// gid, and the transaction commits: a repeated prepare votes as before, so resending is safe,
+/// and giving up would abort a checkout for nothing. A coordinator of its own (identity `c9`,
+/// the system's decision log) is pointed at stock through the proxy.
+#[tokio::test]
+async fn a_prepare_cut_off_before_its_answer_is_sent_again_with_the_same_gid() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let item = api.create_item(1).await;
+    api.ok(&format!("/stock/add/{item}/5")).await;
+    let proxy = CutFirst::start(&system.internal_url(Service::Stock).unwrap()).await;
+    let port = launcher::ports::free_port().unwrap();
+    let bin_dir = std::env::var(launcher::system::BIN_DIR_VAR).expect("WDM_BIN_DIR");
+    let _coordinator = tokio::process::Command::new(
+        std::path::Path::new(&bin_dir).join(Service::Coordinator.binary()),
+    )
+    .arg("--listen")
+    .arg(format!("127.0.0.1:{port}"))
+    .arg("--database-url")
+    .arg(system.database_url(Service::Coordinator))
+    .arg("--id")
+    .arg("c9")
+    .arg("--participant")
+    .arg(format!(
+        "stock,{},{}",
+        proxy.url,
+        system.database_url(Service::Stock)
+    ))
+    .kill_on_drop(true)
+    .spawn()
+    .expect("a coordinator of the test's own");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until("coordinator c9 serves", Duration::from_secs(30), || async {
+        let health = api.http.get(format!("{base}/health")).send().await;
+        health.is_ok_and(|response| response.status().is_success())
+    })
+    .await;
+
+    let txid = uuid::Uuid::new_v4().to_string();
+    let request = stock_transaction(&txid, &item, epoch_ms(5_000));
+    let url = format!("{base}/_2pc/transactions");
+    let outcome = coordinator_call(&api, reqwest::Method::POST, url, Some(&request)).await;
+    assert_eq!(outcome["outcome"], "committed", "{outcome}");
+    let gids = proxy.gids.lock().unwrap().clone();
+    assert_eq!(
+        gids.len(),
+        2,
+        "one prepare cut off, one delivered: {gids:?}"
+    );
+    assert_eq!(gids[0], gids[1], "the resent prepare has the same gid");
     assert_eq!(api.item(&item).await.stock, 4, "taken exactly once");
 }

@@ -20,9 +20,6 @@ pub enum Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match self {
-            Error::Request(error @ RequestError::AlreadyRunning(_)) => {
-                service_kit::http::client_error(StatusCode::CONFLICT, error.to_string())
-            }
             Error::Request(error) => {
                 service_kit::http::client_error(StatusCode::BAD_REQUEST, error.to_string())
             }

@@ -2,10 +2,12 @@
 //!
 //! `COORDINATOR_FAILPOINT=<name>[@<n>]` makes the coordinator exit hard the `n`-th time (default
 //! the first) it reaches the point `name`. Points: `after_first_prepare`, `before_decision`,
-//! `after_decision`, `mid_phase_two`. `hold_after_decision` is a point that holds instead: the
-//! `n`-th transaction reaching it, right after its commit decision is durable, waits
-//! [`HOLD`] before phase two (its caller can be killed meanwhile). Only debug builds read the
-//! variable; release builds compile every point to nothing.
+//! `after_decision`, `mid_phase_two`. Two points hold instead of exiting: at
+//! `hold_after_decision` the `n`-th transaction, right after its commit decision is durable,
+//! waits [`DECISION_HOLD`] before phase two (its caller can be killed meanwhile); at
+//! `hold_branch_commit` the `n`-th branch commit of phase two waits [`BRANCH_COMMIT_HOLD`]
+//! (a participant database slow to commit). Only debug builds read the variable; release
+//! builds compile every point to nothing.
 
 #[cfg(debug_assertions)]
 mod imp {
@@ -52,18 +54,21 @@ mod imp {
     }
 }
 
-/// How long [`hold`] holds.
-pub const HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long [`HOLD_AFTER_DECISION`] holds: long enough to kill the caller meanwhile.
+pub const DECISION_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long [`HOLD_BRANCH_COMMIT`] holds: past the reply wait of a checkout (its phase-one
+/// deadline, 5 s, plus the phase-two wait, 3 s), well inside its budget (20 s).
+pub const BRANCH_COMMIT_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Waits [`HOLD`] when the test armed this point.
-pub async fn hold(point: &str) {
+/// Waits `duration` when the test armed this point.
+pub async fn hold(point: &str, duration: std::time::Duration) {
     #[cfg(debug_assertions)]
     if imp::reached(point) {
-        eprintln!("failpoint {point}: holding for {HOLD:?}");
-        tokio::time::sleep(HOLD).await;
+        eprintln!("failpoint {point}: holding for {duration:?}");
+        tokio::time::sleep(duration).await;
     }
     #[cfg(not(debug_assertions))]
-    let _ = point;
+    let _ = (point, duration);
 }
 
 /// Exits the process hard when the test armed this point.
@@ -80,3 +85,4 @@ pub const BEFORE_DECISION: &str = "before_decision";
 pub const AFTER_DECISION: &str = "after_decision";
 pub const MID_PHASE_TWO: &str = "mid_phase_two";
 pub const HOLD_AFTER_DECISION: &str = "hold_after_decision";
+pub const HOLD_BRANCH_COMMIT: &str = "hold_branch_commit";

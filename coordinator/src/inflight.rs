@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tokio::sync::watch;
 use twopc::wire::Outcome;
 use uuid::Uuid;
 
@@ -21,7 +22,8 @@ const MAX_OUTCOMES: usize = 200_000;
 
 #[derive(Default)]
 pub struct InFlight {
-    running: Mutex<HashSet<Uuid>>,
+    /// Each running transaction with the channel its outcome is announced on.
+    running: Mutex<HashMap<Uuid, watch::Sender<Option<Outcome>>>>,
     outcomes: Mutex<Outcomes>,
 }
 
@@ -32,36 +34,53 @@ struct Outcomes {
     order: VecDeque<(Instant, Uuid)>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
 pub enum Start {
     Started,
-    AlreadyRunning,
+    /// A repeat of a transaction that is running: it can wait for the first run's outcome.
+    AlreadyRunning(Running),
+}
+
+/// A view of a running transaction's outcome.
+pub struct Running(watch::Receiver<Option<Outcome>>);
+
+impl Running {
+    /// The transaction's outcome once it has one, or `None` if it has none within `limit`.
+    pub async fn outcome(mut self, limit: Duration) -> Option<Outcome> {
+        let announced = tokio::time::timeout(limit, self.0.wait_for(Option::is_some)).await;
+        match announced {
+            Ok(Ok(outcome)) => outcome.clone(),
+            _ => None,
+        }
+    }
 }
 
 impl InFlight {
     pub fn start(&self, txid: Uuid) -> Start {
         let mut running = lock(&self.running);
-        if !running.insert(txid) {
-            return Start::AlreadyRunning;
+        if let Some(announce) = running.get(&txid) {
+            return Start::AlreadyRunning(Running(announce.subscribe()));
         }
+        running.insert(txid, watch::Sender::new(None));
         metrics::gauge!(telemetry::IN_FLIGHT).set(running.len() as f64);
         Start::Started
     }
 
-    /// Ends `txid`, remembering its outcome.
+    /// Ends `txid`, remembering its outcome and announcing it to repeats waiting for it.
     pub fn end(&self, txid: Uuid, outcome: Outcome) {
-        self.remember(txid, outcome);
+        self.remember(txid, outcome.clone());
         let mut running = lock(&self.running);
-        running.remove(&txid);
+        if let Some(announce) = running.remove(&txid) {
+            announce.send_replace(Some(outcome));
+        }
         metrics::gauge!(telemetry::IN_FLIGHT).set(running.len() as f64);
     }
 
     pub fn contains(&self, txid: Uuid) -> bool {
-        lock(&self.running).contains(&txid)
+        lock(&self.running).contains_key(&txid)
     }
 
     pub fn snapshot(&self) -> HashSet<Uuid> {
-        lock(&self.running).clone()
+        lock(&self.running).keys().copied().collect()
     }
 
     /// The outcome `txid` reached in this process lately, if it has one.
@@ -97,20 +116,27 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn an_ended_transaction_leaves_its_outcome_behind() {
+    #[tokio::test]
+    async fn an_ended_transaction_leaves_its_outcome_behind_and_tells_its_repeats() {
         let inflight = InFlight::default();
         let txid = Uuid::new_v4();
-        assert_eq!(inflight.start(txid), Start::Started);
-        assert_eq!(inflight.start(txid), Start::AlreadyRunning);
+        assert!(matches!(inflight.start(txid), Start::Started));
+        let Start::AlreadyRunning(early) = inflight.start(txid) else {
+            panic!("a repeat of a running transaction starts nothing");
+        };
+        let Start::AlreadyRunning(impatient) = inflight.start(txid) else {
+            panic!("a repeat of a running transaction starts nothing");
+        };
         assert!(inflight.contains(txid));
         assert_eq!(inflight.outcome(txid), None);
+        assert_eq!(impatient.outcome(Duration::from_millis(10)).await, None);
         let refused = Outcome::Aborted {
             participant: "stock".into(),
             refusal: Refusal::business("out_of_stock", "item 1 has 0 left"),
         };
         inflight.end(txid, refused.clone());
         assert!(!inflight.contains(txid));
-        assert_eq!(inflight.outcome(txid), Some(refused));
+        assert_eq!(inflight.outcome(txid), Some(refused.clone()));
+        assert_eq!(early.outcome(Duration::from_secs(5)).await, Some(refused));
     }
 }

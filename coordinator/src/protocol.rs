@@ -46,8 +46,6 @@ pub enum RequestError {
     UnknownParticipant(String),
     #[error("participant {0:?} appears twice")]
     DuplicateParticipant(String),
-    #[error("transaction {0} is already running")]
-    AlreadyRunning(Uuid),
 }
 
 struct PlannedBranch {
@@ -72,9 +70,14 @@ pub async fn run(app: &App, request: TransactionRequest) -> Result<Outcome, Requ
     if let Some(outcome) = app.inflight.outcome(txid) {
         return Ok(outcome);
     }
+    // A repeat of one running now (a caller's duplicate) waits for the first run's outcome,
+    // up to the same reply deadline; `pending` after it, and the caller follows by status.
     match app.inflight.start(txid) {
         Start::Started => {}
-        Start::AlreadyRunning => return Err(RequestError::AlreadyRunning(txid)),
+        Start::AlreadyRunning(running) => {
+            let limit = request.reply_by.remaining().unwrap_or_default();
+            return Ok(running.outcome(limit).await.unwrap_or(Outcome::Pending));
+        }
     }
     let started = Instant::now();
 
@@ -112,12 +115,12 @@ pub async fn run(app: &App, request: TransactionRequest) -> Result<Outcome, Requ
             let names: Vec<String> = plan.iter().map(|b| b.participant.name.clone()).collect();
             if app.log.record_commit(txid, &names, deadline).await {
                 failpoint::hit(failpoint::AFTER_DECISION);
-                failpoint::hold(failpoint::HOLD_AFTER_DECISION).await;
+                failpoint::hold(failpoint::HOLD_AFTER_DECISION, failpoint::DECISION_HOLD).await;
                 let gids = plan
                     .iter()
                     .map(|b| (b.participant.clone(), b.gid.clone(), Settled::Now))
                     .collect();
-                finish(
+                let finished = finish(
                     app,
                     txid,
                     Decision::Commit,
@@ -126,7 +129,12 @@ pub async fn run(app: &App, request: TransactionRequest) -> Result<Outcome, Requ
                     request.reply_by,
                 )
                 .await;
-                Outcome::Committed
+                // Committed means visible: a caller told so may read its writes at once.
+                if finished {
+                    Outcome::Committed
+                } else {
+                    Outcome::Committing
+                }
             } else {
                 let prepared = plan.iter().map(|b| (b, Settled::Now)).collect();
                 let refusal = ("coordinator".to_owned(), out_of_time());
@@ -136,6 +144,7 @@ pub async fn run(app: &App, request: TransactionRequest) -> Result<Outcome, Requ
     };
     let label = match &outcome {
         Outcome::Committed => "committed",
+        Outcome::Committing => "committing",
         Outcome::Aborted { refusal, .. } if refusal.business => "rejected",
         Outcome::Aborted { .. } => "failed",
         Outcome::Pending => "pending",
@@ -167,6 +176,7 @@ async fn abort(
         .map(|(b, settled)| (b.participant.clone(), b.gid.clone(), settled))
         .collect();
     finish(app, txid, Decision::Abort, gids, outcome.clone(), reply_by).await;
+    // Aborted is true at once: a branch still to be rolled back changes nothing a read sees.
     outcome
 }
 
@@ -287,7 +297,8 @@ pub enum Settled {
 
 /// Phase two. Waits until `reply_by` for every branch; whatever is left keeps running in the
 /// background and the transaction stays in flight (recovery leaves it alone) until done. The
-/// outcome is remembered for status questions when the transaction ends.
+/// outcome is remembered for status questions when the transaction ends. True if every branch
+/// was finished by `reply_by`.
 async fn finish(
     app: &App,
     txid: Uuid,
@@ -295,7 +306,7 @@ async fn finish(
     branches: Vec<(Arc<Participant>, Gid, Settled)>,
     outcome: Outcome,
     reply_by: Deadline,
-) {
+) -> bool {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let app_clone = app.clone();
     tokio::spawn(async move {
@@ -325,15 +336,18 @@ async fn finish(
         let _ = done_tx.send(());
     });
     let wait = reply_by.remaining().unwrap_or_default();
-    if tokio::time::timeout(wait, done_rx).await.is_err() {
+    let finished = tokio::time::timeout(wait, done_rx).await.is_ok();
+    if !finished {
         tracing::warn!(%txid, ?decision, "phase two still running; handed to the background");
     }
+    finished
 }
 
 /// Finishes the branches of a logged commit decision (a status question about a transaction
-/// whose coordinator may be gone), waiting up to `limit`. Safe beside the coordinator's own
-/// phase two: a branch committed twice answers "already committed" through its marker.
-pub async fn finish_decided(app: &App, decision: &crate::log::Decision, limit: Duration) {
+/// whose coordinator may be gone), waiting up to `limit`; true if all were finished. Safe
+/// beside the coordinator's own phase two: a branch committed twice answers "already
+/// committed" through its marker.
+pub async fn finish_decided(app: &App, decision: &crate::log::Decision, limit: Duration) -> bool {
     let mut tasks = JoinSet::new();
     for name in &decision.participants {
         let (Some(participant), Ok(gid)) = (
@@ -348,9 +362,11 @@ pub async fn finish_decided(app: &App, decision: &crate::log::Decision, limit: D
         });
     }
     let all = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(limit, all).await.is_err() {
+    let finished = tokio::time::timeout(limit, all).await.is_ok();
+    if !finished {
         tracing::warn!(txid = %decision.txid, "branches of a decided transaction not finished yet");
     }
+    finished
 }
 
 /// Finishes one branch, retrying until PostgreSQL gives a final answer. Returns true when the
@@ -362,6 +378,9 @@ async fn finish_branch(
     decision: Decision,
     settled: Settled,
 ) -> bool {
+    if decision == Decision::Commit {
+        failpoint::hold(failpoint::HOLD_BRANCH_COMMIT, failpoint::BRANCH_COMMIT_HOLD).await;
+    }
     let started = Instant::now();
     let mut backoff = std::time::Duration::from_millis(20);
     let result = loop {

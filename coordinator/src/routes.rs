@@ -47,8 +47,9 @@ async fn run_transaction(
 ///
 /// 1. an outcome this process reached lately (with its real reason);
 /// 2. `pending` while this process runs it;
-/// 3. the shared log: a commit decision is committed (its branches are finished first, up to
-///    a moment, so a read after the answer sees it), an abort record is aborted;
+/// 3. the shared log: a commit decision is `committed` once its branches are finished (this
+///    finishes them first, up to a moment) and `committing` while one is not, so `committed`
+///    means a read sees it; an abort record is aborted;
 /// 4. no record: `pending` until the caller's deadline for the transaction (`?deadline=`) has
 ///    settled; then the transaction is fenced off and whichever outcome the log holds is final.
 async fn transaction_status(
@@ -62,36 +63,42 @@ async fn transaction_status(
     if app.inflight.contains(txid) {
         return Ok(Json(Outcome::Pending));
     }
-    let fate = match app.log.lookup(txid).await? {
-        Some(decision) => {
-            if decision.fate == log::Fate::Commit && !decision.finished {
-                protocol::finish_decided(&app, &decision, FINISH_WAIT).await;
-            }
-            decision.fate
-        }
+    let decision = match app.log.lookup(txid).await? {
+        Some(decision) => decision,
         None => match query.deadline {
             Some(deadline) if deadline.plus(SETTLE).has_passed() => {
-                let fate = app.log.fence(txid).await?;
-                if fate == log::Fate::Commit {
-                    if let Some(decision) = app.log.lookup(txid).await? {
-                        protocol::finish_decided(&app, &decision, FINISH_WAIT).await;
-                    }
+                match app.log.fence(txid).await? {
+                    log::Fate::Abort => return Ok(Json(not_decided())),
+                    // Fencing found a commit decided meanwhile.
+                    log::Fate::Commit => match app.log.lookup(txid).await? {
+                        Some(decision) => decision,
+                        None => return Ok(Json(Outcome::Committing)),
+                    },
                 }
-                fate
             }
             _ => return Ok(Json(Outcome::Pending)),
         },
     };
-    Ok(Json(match fate {
-        log::Fate::Commit => Outcome::Committed,
-        log::Fate::Abort => Outcome::Aborted {
-            participant: "coordinator".to_owned(),
-            refusal: Refusal::transient(
-                "not_decided",
-                "the checkout was interrupted before it committed, try again",
-            ),
-        },
+    if decision.fate == log::Fate::Abort {
+        return Ok(Json(not_decided()));
+    }
+    // Committed only once a read would see it: the branches are finished first, up to a moment.
+    let visible = decision.finished || protocol::finish_decided(&app, &decision, FINISH_WAIT).await;
+    Ok(Json(if visible {
+        Outcome::Committed
+    } else {
+        Outcome::Committing
     }))
+}
+
+fn not_decided() -> Outcome {
+    Outcome::Aborted {
+        participant: "coordinator".to_owned(),
+        refusal: Refusal::transient(
+            "not_decided",
+            "the checkout was interrupted before it committed, try again",
+        ),
+    }
 }
 
 /// [`twopc::wire::StatusQuery`], whose deadline older callers did not send.

@@ -1,9 +1,11 @@
 //! Checkout: one global transaction through the coordinator.
 //!
 //! The reply tells the truth in every case:
-//! * committed: 200; the coordinator replies after phase two, so a read right after sees it
-//!   (unless a participant's database is away for longer than `PHASE_TWO_WAIT_MS`: the
-//!   checkout is committed all the same, and its last branches follow within seconds);
+//! * committed: 200 once every branch is committed, so a read right after sees it. If a
+//!   participant's database is away past the reply wait (`PHASE_TWO_WAIT_MS`), the coordinator
+//!   answers `committing` and the checkout follows the transaction until it is visible; only
+//!   if that database stays away for the rest of the budget is the 200 given before its
+//!   branch is committed (it is decided and will be; a read of that database fails meanwhile);
 //! * the order branch found the order already paid: 200, nothing charged;
 //! * refused for a business reason: 400 with the reason, nothing changed;
 //! * aborted for a transient reason (a participant unreachable, a lock wait ran out): 409,
@@ -130,6 +132,10 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
         };
         match outcome {
             Outcome::Committed => return Ok(Checkout::Committed),
+            Outcome::Committing => {
+                tracing::warn!(%txid, order_id, "committed, a branch still being finished at the deadline");
+                return Ok(Checkout::Committed);
+            }
             Outcome::Pending => return Err(Error::OutcomeUnknown),
             Outcome::Aborted {
                 participant,
@@ -332,6 +338,9 @@ async fn run_own(
         let status = response.status();
         if status.is_success() {
             match response.json::<Outcome>().await {
+                // Decided, not yet visible everywhere (or a repeat that is still running):
+                // followed until it is.
+                Ok(Outcome::Committing | Outcome::Pending) => break,
                 Ok(outcome) => return Ok(outcome),
                 Err(error) => {
                     tracing::warn!(%txid, %error, "coordinator reply lost");
@@ -340,13 +349,7 @@ async fn run_own(
             }
         }
         let text = response.text().await.unwrap_or_default();
-        if status == StatusCode::CONFLICT {
-            // The txid is running or settled there already (a repeated request): its outcome
-            // is what counts.
-            tracing::warn!(%txid, %text, "coordinator already knows the transaction");
-            break;
-        }
-        if status.is_client_error() {
+        if status == StatusCode::BAD_REQUEST {
             return Err(Error::Internal(format!(
                 "coordinator refused the transaction: {status} {text}"
             )));
@@ -367,9 +370,12 @@ async fn run_own(
 /// Asks the coordinators for the outcome of `txid` (whose deadline is `deadline`) until one
 /// knows it or the budget is spent. Any coordinator can answer: a committed transaction is in
 /// the shared log, and once `deadline` has passed an undecided one is fenced off as aborted.
+/// A commit that is decided but not yet visible (`committing`) is followed until it is, or
+/// returned as such at the budget.
 async fn follow(state: &State, txid: Uuid, deadline: Deadline, budget: Instant) -> Outcome {
     let query = StatusQuery { deadline };
     let mut pause = Duration::from_millis(20);
+    let mut known = Outcome::Pending;
     loop {
         for index in state.coordinators.order() {
             let Ok(url) = state
@@ -390,6 +396,7 @@ async fn follow(state: &State, txid: Uuid, deadline: Deadline, budget: Instant) 
                 Ok(response) if response.status().is_success() => {
                     match response.json::<Outcome>().await {
                         Ok(Outcome::Pending) => {}
+                        Ok(Outcome::Committing) => known = Outcome::Committing,
                         Ok(outcome) => {
                             tracing::info!(%txid, ?outcome, "outcome learned from a coordinator");
                             return outcome;
@@ -409,8 +416,10 @@ async fn follow(state: &State, txid: Uuid, deadline: Deadline, budget: Instant) 
             }
         }
         if Instant::now() + pause >= budget {
-            tracing::error!(%txid, "outcome still unknown at the checkout's deadline");
-            return Outcome::Pending;
+            if known == Outcome::Pending {
+                tracing::error!(%txid, "outcome still unknown at the checkout's deadline");
+            }
+            return known;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(250));

@@ -82,7 +82,12 @@ pub enum Vote {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
+    /// Committed, and every branch is: a read right after sees the writes.
     Committed,
+    /// The commit is decided (durable) and some branch is still being committed, because its
+    /// database was away for the whole reply wait. It will commit; ask again to learn when a
+    /// read sees it.
+    Committing,
     Aborted {
         /// The participant that refused, or `coordinator`.
         participant: String,

@@ -91,6 +91,32 @@ impl Prometheus {
         panic!("{expr}: expected {expected}, Prometheus has {last:?}");
     }
 
+    /// The samples of `expr`'s single series from `start` to `end` (Unix seconds), one a
+    /// second: what a graph of it draws.
+    async fn range(&self, expr: &str, start: f64, end: f64) -> Vec<(f64, f64)> {
+        let (start, end) = (format!("{start:.3}"), format!("{end:.3}"));
+        let query = [
+            ("query", expr),
+            ("start", &start),
+            ("end", &end),
+            ("step", "1"),
+        ];
+        let data = self.get("/api/v1/query_range", &query).await;
+        let series = data["result"].as_array().cloned().unwrap_or_default();
+        assert!(series.len() <= 1, "{expr}: more than one series");
+        let values = series
+            .first()
+            .and_then(|s| s["values"].as_array().cloned())
+            .unwrap_or_default();
+        values
+            .iter()
+            .map(|v| {
+                let value = v[1].as_str().and_then(|v| v.parse().ok());
+                (v[0].as_f64().expect("a time"), value.expect("a value"))
+            })
+            .collect()
+    }
+
     /// Every metric name Prometheus has stored.
     async fn names(&self) -> BTreeSet<String> {
         let data = self.get("/api/v1/label/__name__/values", &[]).await;
@@ -296,43 +322,102 @@ async fn every_queried_metric_is_exported(prometheus: &Prometheus) {
     assert!(missing.is_empty(), "not exported: {missing:#?}");
 }
 
-/// Renders the console in headless Chromium, keeps a screenshot, and reads the DOM.
+/// The console, healthy and in numbers: the committed count on the first screen, every
+/// section there, the verdict healthy.
 async fn the_console_shows_the_committed_count(monitoring: &Monitoring, committed: usize) {
-    let url = monitoring.console_url();
-    let artifacts = artifacts_dir();
-    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
-    let screenshot = artifacts.join("checkout-console.png");
-    let _ = std::fs::remove_file(&screenshot);
+    let dom = console_dom(monitoring).await;
+    assert_eq!(
+        shown(&dom, "committed"),
+        Some(committed.to_string().as_str()),
+        "{dom}"
+    );
+    assert_eq!(shown(&dom, "coordinators"), Some("2/2"), "{dom}");
+    for heading in [
+        "Checkouts per second by outcome",
+        "Checkout latency",
+        "2PC phase times by participant",
+        "In doubt",
+        "Oldest prepared branch",
+        "Recovery actions",
+        "Instances up",
+        "HAProxy backends",
+        "Database pools",
+        "Primary of each database",
+        "Standby lag",
+    ] {
+        assert!(dom.contains(heading), "{heading} missing");
+    }
+    assert!(dom.contains("verdict ok"), "verdict: {dom}");
+}
+
+/// The console's DOM after its scripts ran, checked for template errors.
+async fn console_dom(monitoring: &Monitoring) -> String {
     let dom = chromium(&[
         "--dump-dom".to_owned(),
         "--virtual-time-budget=5000".to_owned(),
-        url.clone(),
+        monitoring.console_url(),
     ])
     .await;
-    let shown = dom
-        .split("id=\"committed\">")
+    assert!(!dom.contains("error executing template"), "{dom}");
+    dom
+}
+
+/// The text of the element with `id` in `dom`, trimmed.
+fn shown<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
+    dom.split(&format!("id=\"{id}\">"))
         .nth(1)
         .and_then(|rest| rest.split('<').next())
-        .map(str::trim);
-    assert_eq!(shown, Some(committed.to_string().as_str()), "{dom}");
-    for heading in ["2PC phase times", "In doubt", "HAProxy backends up"] {
-        assert!(dom.contains(heading), "{heading} missing");
-    }
+        .map(str::trim)
+}
+
+/// Graphs the console cannot draw without `--ha` (no Patroni here): primary and standby lag.
+const HA_ONLY_GRAPHS: usize = 2;
+
+/// The console with its graphs over the last `range_seconds` (rate windows of 5 s for the
+/// 1 s scrapes): checks that every graph but the high-availability ones drew its series, and
+/// keeps a screenshot in `target/test-artifacts/dashboard.png`; with `WDM_BLESS=1` also in
+/// `docs/dashboard.png`, the README's picture (`scripts/dashboard-screenshot`). Returns the
+/// DOM.
+async fn screenshot_console(monitoring: &Monitoring, range_seconds: u64) -> String {
+    let url = format!(
+        "{}?window=5s#pctc%7B%22duration%22%3A{range_seconds}%2C%22endTime%22%3A0%7D",
+        monitoring.console_url()
+    );
+    let budget = "--virtual-time-budget=10000".to_owned();
+    let dom = chromium(&["--dump-dom".to_owned(), budget.clone(), url.clone()]).await;
     assert!(!dom.contains("error executing template"), "{dom}");
+    assert!(!dom.contains("Error loading data"), "{dom}");
+    let graphs = dom.matches("<div class=\"graph\">").count();
+    let drawn = dom.matches("<svg").count();
+    assert!(graphs >= 11, "{graphs} graphs: {dom}");
+    assert!(
+        drawn >= graphs - HA_ONLY_GRAPHS,
+        "{drawn} of {graphs} graphs drawn: {dom}"
+    );
+
+    let artifacts = artifacts_dir();
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let screenshot = artifacts.join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
     chromium(&[
         format!("--screenshot={}", screenshot.display()),
-        "--window-size=1400,2000".to_owned(),
-        "--virtual-time-budget=5000".to_owned(),
+        "--window-size=1400,1850".to_owned(),
+        budget,
         "--hide-scrollbars".to_owned(),
         url,
     ])
     .await;
     let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
     assert!(
-        size > 10_000,
+        size > 50_000,
         "screenshot {} is {size} bytes",
         screenshot.display()
     );
+    if std::env::var_os("WDM_BLESS").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
+        std::fs::copy(&screenshot, &docs).expect("copy the screenshot to docs/");
+    }
+    dom
 }
 
 /// Debian's headless Chromium with `args`; its stdout.
@@ -369,22 +454,140 @@ fn artifacts_dir() -> PathBuf {
     target.join("test-artifacts")
 }
 
+/// Checkouts of fresh orders by `workers` clients until `stop`, each reply kept with its
+/// order: the load a fault is injected into.
+fn spawn_load(
+    api: &Api,
+    user: &str,
+    item: &str,
+    workers: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<Vec<(String, StatusCode)>>> {
+    (0..workers)
+        .map(|_| {
+            let (api, user, item, stop) =
+                (api.clone(), user.to_owned(), item.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                let mut replies = Vec::new();
+                while !*stop.borrow() {
+                    let order = api.create_order(&user).await;
+                    api.ok(&format!("/orders/addItem/{order}/{item}/1")).await;
+                    let status = api.checkout(&order).await;
+                    replies.push((order, status));
+                }
+                replies
+            })
+        })
+        .collect()
+}
+
+/// Seconds since the Unix epoch, Prometheus's time axis.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// The samples in `[from, to)` of a range query's single series (times as Prometheus
+/// returns them, to the millisecond).
+fn between(samples: &[(f64, f64)], from: f64, to: f64) -> Vec<f64> {
+    let (from, to) = (from - 0.001, to - 0.001);
+    samples
+        .iter()
+        .filter(|(t, _)| *t >= from && *t < to)
+        .map(|(_, v)| *v)
+        .collect()
+}
+
+/// The longest run of consecutive equal values, in samples.
+fn longest_flat_run(values: &[f64]) -> usize {
+    let mut longest = 0;
+    let mut run = 0;
+    for pair in values.windows(2) {
+        run = if pair[0] == pair[1] { run + 1 } else { 0 };
+        longest = longest.max(run + 1);
+    }
+    longest
+}
+
+/// The run a dashboard is for: checkouts under load with `coordinator-2` down, then
+/// `coordinator-1` killed (SIGKILL, kept down) while one checkout has its order and payment
+/// branches prepared and its stock branch waiting for a row lock the test holds. With no
+/// coordinator left, checkouts stop committing and the branches stay in doubt until the alert
+/// fires; then both coordinators come back, recovery rolls the branches back and the rate
+/// recovers. The console is rendered during the outage and screenshotted after it, and
+/// Prometheus's history of the graphed series shows the dip, the in-doubt branches and the
+/// recovery.
 #[tokio::test]
-async fn a_branch_left_prepared_fires_the_in_doubt_alert_while_the_coordinators_are_down() {
+async fn a_killed_coordinator_shows_as_a_dip_and_in_doubt_branches_that_fire_the_alert_and_drain() {
     let (system, monitoring) = start_monitored().await;
     let api = Api::new(&system);
     let prometheus = Prometheus::new(&monitoring);
-    let (_user, _item, order) = order_of_two(&api).await;
+    let processes = Service::ALL
+        .iter()
+        .map(|service| system.processes(*service).len())
+        .sum::<usize>()
+        + system.gateways().len();
     prometheus
-        .wait_value("max(twopc_prepared_branches{database=\"order\"})", 0.0)
+        .wait_value(
+            "sum(up{job=~\"order|stock|payment|coordinator|haproxy\"})",
+            processes as f64,
+        )
         .await;
+    let user = api.create_user().await;
+    api.ok(&format!("/payment/add_funds/{user}/1000000")).await;
+    let item = api.create_item(1).await;
+    api.ok(&format!("/stock/add/{item}/1000000")).await;
+    let (_held_user, held_item, held_order) = order_of_two(&api).await;
+    let coordinators = system.processes(Service::Coordinator);
+    let (killed, peer) = (&coordinators[0], &coordinators[1]);
+    system
+        .keep_down(peer, Duration::from_secs(10))
+        .await
+        .expect("peer coordinator down");
 
-    // A coordinator exits right after the order branch voted yes, and stays down; its peer is
-    // down too, or it would roll the branch back before the alert fires.
-    arm_coordinator_failpoint(&system, "after_first_prepare").await;
-    keep_peer_coordinators_down(&system).await;
-    let checkout = api.spawn_checkout(&order);
-    wait_coordinator_crashed(&system).await;
+    let start = unix_now();
+    let committed = "sum(checkouts_total{outcome=\"committed\"})";
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = spawn_load(&api, &user, &item, 3, stopped);
+    wait_until("checkouts committing under load", SCRAPED, || async {
+        prometheus.value(committed).await.unwrap_or(0.0) >= 20.0
+    })
+    .await;
+    // Some seconds of steady load, for the graphs' "before".
+    let steady = prometheus.value(committed).await.unwrap_or(0.0);
+    wait_until("more checkouts committing under load", SCRAPED, || async {
+        prometheus.value(committed).await.unwrap_or(0.0) >= steady + 40.0
+    })
+    .await;
+
+    // Park a checkout between its votes: its stock branch waits for the held row lock, so
+    // its order and payment branches are prepared when the coordinator dies.
+    let mut lock = connect(&system, Service::Stock).await;
+    let mut held = sqlx::Connection::begin(&mut lock).await.expect("begin");
+    sqlx::query("select stock from items where id = $1 for update")
+        .bind(&held_item)
+        .execute(&mut *held)
+        .await
+        .expect("lock the item");
+    let parked = api.spawn_checkout(&held_order);
+    wait_until("the stock branch waiting for the lock", SCRAPED, || async {
+        scalar_i64(
+            &system,
+            Service::Stock,
+            "select count(*) from pg_locks where not granted",
+        )
+        .await
+            > 0
+    })
+    .await;
+    let kill = unix_now();
+    system
+        .keep_down(killed, Duration::from_secs(10))
+        .await
+        .expect("kill coordinator-1");
+    held.rollback().await.expect("release the lock");
 
     let in_doubt = |alerts: &[(String, String, BTreeMap<String, String>)], state: &str| {
         alerts.iter().any(|(name, s, labels)| {
@@ -397,33 +600,129 @@ async fn a_branch_left_prepared_fires_the_in_doubt_alert_while_the_coordinators_
         in_doubt(&prometheus.alerts().await, "firing")
     })
     .await;
-    assert_eq!(
-        prometheus
-            .value("max(twopc_prepared_branches{database=\"order\"})")
-            .await,
-        Some(1.0)
-    );
-
-    // The restarted coordinators' recovery rolls the branch back; the alert resolves. The
-    // order service may meanwhile have retried the checkout, which then commits: either
-    // reply is right if it tells the truth.
-    restart_coordinator_clean(&system);
-    let status = checkout.await.expect("checkout task");
+    // The first screen while it fires: not healthy, the alert listed, branches in doubt.
+    let dom = console_dom(&monitoring).await;
     assert!(
-        status == StatusCode::OK || status.is_client_error(),
-        "{status}"
+        dom.contains("verdict bad"),
+        "verdict while the alert fires: {dom}"
     );
+    assert!(
+        dom.contains("PreparedBranchInDoubt"),
+        "alert not listed: {dom}"
+    );
+    assert_ne!(shown(&dom, "prepared"), Some("0"), "{dom}");
+
+    let back = unix_now();
+    for name in [killed, peer] {
+        system
+            .bring_back(name, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|error| panic!("bring back {name}: {error}"));
+    }
+    // Recovered: the graphed rate (with the test's 5 s window) back to half its level before.
+    let rate = "sum(rate(checkouts_total{outcome=\"committed\"}[5s]))";
+    let peak_before = prometheus
+        .range(rate, start, kill)
+        .await
+        .into_iter()
+        .fold(0.0, |peak, (_, v)| f64::max(peak, v));
+    wait_until("the checkout rate to recover", SCRAPED, || async {
+        prometheus.value(rate).await.unwrap_or(0.0) >= peak_before / 2.0
+    })
+    .await;
+    stop.send(true).expect("stop the load");
+    let mut replies = Vec::new();
+    for worker in load {
+        replies.extend(worker.await.expect("load worker"));
+    }
+    let status = parked.await.expect("parked checkout");
+    replies.push((held_order.clone(), status));
+    // Every reply tells the truth: a 200 is paid, anything else is not (and is no 5xx).
+    for (order, status) in &replies {
+        assert!(
+            *status == StatusCode::OK || status.is_client_error(),
+            "{order}: {status}"
+        );
+        assert_eq!(
+            api.order(order).await.paid,
+            *status == StatusCode::OK,
+            "{order}: {status}"
+        );
+    }
     wait_nothing_prepared(&system, Duration::from_secs(30)).await;
-    assert_eq!(
-        api.order(&order).await.paid,
-        status == StatusCode::OK,
-        "{status}"
-    );
+    prometheus
+        .wait_value("sum(max by (database) (twopc_prepared_branches))", 0.0)
+        .await;
+    prometheus
+        .wait_value("sum(up{job=\"coordinator\"})", 2.0)
+        .await;
     wait_until("the in-doubt alert to resolve", SCRAPED, || async {
         let alerts = prometheus.alerts().await;
         !in_doubt(&alerts, "firing") && !in_doubt(&alerts, "pending")
     })
     .await;
+    let end = unix_now() + 1.0;
+
+    // The history behind the graphs, a sample a second.
+    let history = |expr: &'static str| prometheus.range(expr, start, end);
+    let counted = history("sum(checkouts_total{outcome=\"committed\"})").await;
+    let before = between(&counted, start, kill);
+    assert!(
+        before.last() > before.first(),
+        "no commits before the kill: {counted:?}"
+    );
+    let outage = between(&counted, kill, back + 1.0);
+    assert!(
+        longest_flat_run(&outage) >= 3,
+        "the committed count did not stop while no coordinator ran: {outage:?}"
+    );
+    let after = between(&counted, back + 1.0, end);
+    assert!(
+        after.last() > after.first(),
+        "no commits after the recovery: {counted:?}"
+    );
+    // The console's rate graph dipped (its window is 5 s here) and came back.
+    let rates = prometheus.range(rate, start, end).await;
+    let low = between(&rates, kill, back + 5.0)
+        .into_iter()
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        low < peak_before / 2.0,
+        "rate before {peak_before}, lowest {low}: {rates:?}"
+    );
+    let prepared = history("sum(max by (database) (twopc_prepared_branches))").await;
+    let outage_prepared = between(&prepared, kill, back + 1.0);
+    assert!(
+        outage_prepared.iter().any(|v| *v >= 2.0),
+        "in-doubt branches did not rise: {prepared:?}"
+    );
+    assert_eq!(prepared.last().map(|(_, v)| *v), Some(0.0), "{prepared:?}");
+    let oldest = history("max(twopc_prepared_oldest_age_seconds)").await;
+    assert!(
+        between(&oldest, kill, back + 1.0).iter().any(|v| *v >= 2.0),
+        "no branch aged in doubt: {oldest:?}"
+    );
+    let up = history("sum(up{job=\"coordinator\"})").await;
+    assert!(
+        between(&up, kill, back).contains(&0.0),
+        "coordinators never both down: {up:?}"
+    );
+    assert!(
+        prometheus
+            .value("sum(twopc_recovery_actions_total{action=\"rollback\"})")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0,
+        "the restarted coordinator's recovery rolled nothing back"
+    );
+
+    // The graphs, over the run, after it: the picture in the README.
+    let range = (end - start).ceil() as u64 + 5;
+    let dom = screenshot_console(&monitoring, range).await;
+    assert!(
+        dom.contains("verdict ok"),
+        "verdict after the recovery: {dom}"
+    );
 }
 
 #[test]
@@ -471,26 +770,88 @@ fn queries() -> Vec<(String, String)> {
             queries.push(("grafana/dashboards/checkout.json".to_owned(), expr));
         }
     }
-    // Consoles: the string after `query ` or `(args `, with \" unescaped.
-    for path in ["prometheus/consoles/checkout.html"] {
-        let text = read(path);
-        for start in ["query \"", "(args \""] {
-            for piece in text.split(start).skip(1) {
-                let mut expr = String::new();
-                let mut chars = piece.chars();
-                while let Some(c) = chars.next() {
-                    match c {
-                        '\\' => expr.extend(chars.next()),
-                        '"' => break,
-                        c => expr.push(c),
-                    }
-                }
-                queries.push((path.to_owned(), expr));
-            }
+    // Consoles (as the launcher writes them for Prometheus).
+    for (name, text) in launcher::monitoring::CONSOLES {
+        for expr in console_queries(text) {
+            queries.push((format!("prometheus/consoles/{name}"), expr));
         }
     }
     assert!(queries.len() > 40, "found only {} queries", queries.len());
     queries
+}
+
+/// The PromQL of a console template (the conventions of `console_libraries/checkout.lib`):
+/// in each `{{ ... }}` action, the string after `query`, the first argument of `wdm_value`
+/// and `wdm_rows`, and the even arguments (expression, name, expression, ...) of `wdm_graph`.
+fn console_queries(text: &str) -> Vec<String> {
+    let mut queries = Vec::new();
+    for action in text.split("{{").skip(1) {
+        let action = action.split("}}").next().unwrap_or_default();
+        if action.trim_start().starts_with("/*") {
+            continue;
+        }
+        // The action's string literals, unescaped, each with the word before it.
+        let mut strings = Vec::new();
+        let mut chars = action.chars();
+        let mut before = String::new();
+        while let Some(c) = chars.next() {
+            if c != '"' {
+                before.push(c);
+                continue;
+            }
+            let mut literal = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => literal.extend(chars.next()),
+                    '"' => break,
+                    c => literal.push(c),
+                }
+            }
+            let word = before
+                .split_whitespace()
+                .last()
+                .unwrap_or_default()
+                .to_owned();
+            strings.push((word, literal));
+            before.clear();
+        }
+        let arguments = |skip: usize, step: usize| -> Vec<String> {
+            strings
+                .iter()
+                .skip(skip)
+                .step_by(step)
+                .map(|(_, s)| s.clone())
+                .collect()
+        };
+        match strings.first() {
+            Some((word, name)) if word == "template" => match name.as_str() {
+                "wdm_graph" => queries.extend(arguments(1, 2)),
+                "wdm_value" | "wdm_rows" => queries.extend(arguments(1, usize::MAX)),
+                _ => {}
+            },
+            _ => queries.extend(
+                strings
+                    .iter()
+                    .filter(|(word, _)| word == "query")
+                    .map(|(_, s)| s.clone()),
+            ),
+        }
+    }
+    queries
+}
+
+#[test]
+fn console_queries_are_the_expressions_of_each_template_call() {
+    let console = r#"{{/* "not" */}}{{ template "wdm_head" "Title" }}
+{{ template "wdm_value" (args "sum(a{x=\"y\"})" "wdm_2f") }}
+{{ template "wdm_graph" (args "b" "[[l]]" "c" "name") }}
+{{ range query "d" | sortByLabel "l" }}{{ with printf "e{j=%q}" .Labels.j | query }}{{ end }}"#;
+    assert_eq!(
+        console_queries(console),
+        ["sum(a{x=\"y\"})", "b", "c", "d"]
+            .map(String::from)
+            .to_vec()
+    );
 }
 
 /// The metric names in a PromQL expression: identifiers that are not functions (followed by
@@ -571,4 +932,144 @@ fn metric_names(expr: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// Grafana's panel types this dashboard may use.
+const GRAFANA_PANEL_TYPES: [&str; 4] = ["row", "stat", "timeseries", "table"];
+/// Grafana's interval variables, and what promtool sees in their place.
+const GRAFANA_VARIABLES: [&str; 3] = ["$__rate_interval", "$__interval", "$__range"];
+
+/// The dashboard is what Grafana's file provisioning loads (`grafana/provisioning`,
+/// mounted by docker-compose.yml): a uid, a title and a schema version; panels of known types
+/// with unique ids on a 24-column grid without overlaps; every query panel and target on the
+/// provisioned data source's uid, with a unique refId and an expression. And it has the
+/// console's views: every console card's title is a panel's.
+#[test]
+fn the_grafana_dashboard_is_a_provisionable_dashboard_with_the_consoles_views() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |path: &str| {
+        std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let yaml_value = |text: &str, key: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.trim().trim_start_matches("- ").strip_prefix(key))
+            .map(|v| v.trim().to_owned())
+            .collect()
+    };
+    let datasources = read("grafana/provisioning/datasources/prometheus.yml");
+    assert_eq!(yaml_value(&datasources, "type:"), ["prometheus"]);
+    let uid = yaml_value(&datasources, "uid:")
+        .pop()
+        .expect("a data source uid");
+    let providers = read("grafana/provisioning/dashboards/checkout.yml");
+    let folder = yaml_value(&providers, "path:")
+        .pop()
+        .expect("a provider path");
+    assert!(
+        read("docker-compose.yml").contains(&format!("./grafana/dashboards:{folder}")),
+        "docker-compose.yml mounts grafana/dashboards at the provider's path {folder}"
+    );
+
+    let dashboard: Value =
+        serde_json::from_str(&read("grafana/dashboards/checkout.json")).expect("dashboard json");
+    for key in ["uid", "title"] {
+        assert!(
+            dashboard[key].as_str().is_some_and(|v| !v.is_empty()),
+            "{key}"
+        );
+    }
+    assert!(
+        dashboard["schemaVersion"].as_u64().is_some(),
+        "schemaVersion"
+    );
+    assert!(
+        dashboard.get("id").is_none_or(Value::is_null),
+        "a provisioned dashboard has no id"
+    );
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut ids = BTreeSet::new();
+    let mut cells = BTreeMap::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or_default();
+        let kind = panel["type"].as_str().unwrap_or_default();
+        assert!(GRAFANA_PANEL_TYPES.contains(&kind), "{title}: type {kind}");
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("panel id")),
+            "{title}: id"
+        );
+        let grid = |key: &str| panel["gridPos"][key].as_u64().expect("gridPos") as usize;
+        let (x, y, w, h) = (grid("x"), grid("y"), grid("w"), grid("h"));
+        assert!(w > 0 && h > 0 && x + w <= 24, "{title}: gridPos");
+        for cell in (x..x + w).flat_map(|x| (y..y + h).map(move |y| (x, y))) {
+            if let Some(other) = cells.insert(cell, title.to_owned()) {
+                panic!("{title} overlaps {other}");
+            }
+        }
+        if kind == "row" {
+            assert_eq!(
+                panel["panels"],
+                serde_json::json!([]),
+                "{title}: an open row"
+            );
+            continue;
+        }
+        assert_eq!(panel["datasource"]["type"], "prometheus", "{title}");
+        assert_eq!(panel["datasource"]["uid"], uid.as_str(), "{title}");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title}: no targets");
+        let mut refs = BTreeSet::new();
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], uid.as_str(), "{title}");
+            assert!(
+                refs.insert(target["refId"].as_str().expect("refId")),
+                "{title}"
+            );
+            assert!(
+                target["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                "{title}"
+            );
+        }
+    }
+    let titles: BTreeSet<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for (name, console) in launcher::monitoring::CONSOLES {
+        let views: Vec<&str> = console
+            .split("<h2>")
+            .skip(1)
+            .filter_map(|rest| rest.split("</h2>").next())
+            .collect();
+        assert!(views.len() >= 11, "{name}: {views:?}");
+        for view in views {
+            assert!(
+                titles.contains(view),
+                "{name}'s view {view:?} is not in Grafana"
+            );
+        }
+    }
+}
+
+/// promtool parses every expression of the alerts, the dashboard and the console: each
+/// becomes a recording rule of a file `promtool check rules` checks (Grafana's interval
+/// variables replaced by a duration).
+#[test]
+fn promtool_parses_every_dashboard_console_and_alert_expression() {
+    let mut rules = String::from("groups:\n  - name: every-expression\n    rules:\n");
+    for (index, (source, expr)) in queries().iter().enumerate() {
+        let expr = GRAFANA_VARIABLES
+            .iter()
+            .fold(expr.clone(), |expr, variable| expr.replace(variable, "1m"));
+        assert!(
+            !expr.contains('$'),
+            "{source}: an unknown variable in {expr}"
+        );
+        let quoted = serde_json::to_string(&expr).expect("json string");
+        rules.push_str(&format!(
+            "      - record: check:{index}\n        expr: {quoted}\n"
+        ));
+    }
+    let dir = launcher::ScratchDir::new("promtool").expect("scratch dir");
+    let path = dir.path().join("expressions.yml");
+    std::fs::write(&path, &rules).expect("write rules");
+    if let Err(error) = launcher::monitoring::check_rules(&path) {
+        panic!("promtool: {error}\n{rules}");
+    }
 }

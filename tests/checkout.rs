@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use system_tests::{
-    arm_coordinator_failpoint, assert_checkouts_exact, keep_peer_coordinators_down, ledger,
-    order_of_two, restart_coordinator_clean, start, wait_nothing_prepared, wait_until, Api,
-    Consistency, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
+    arm_coordinator_failpoint, keep_peer_coordinators_down, ledger, order_of_two,
+    restart_coordinator_clean, start, wait_nothing_prepared, wait_until, Api, Consistency, Service,
+    CONSISTENCY_STOCK, CONSISTENCY_USERS,
 };
 
 #[tokio::test]
@@ -133,14 +133,7 @@ async fn consistency_scenario_is_exact() {
     assert_eq!(api.item(&scenario.item).await.stock, 0);
     let credit = ledger(&system, CONSISTENCY_STOCK, CONSISTENCY_USERS).await;
     assert_eq!(CONSISTENCY_USERS - credit.credit_spent, 900);
-    assert_checkouts_exact(
-        &system,
-        &api,
-        &results,
-        CONSISTENCY_STOCK,
-        CONSISTENCY_USERS,
-    )
-    .await;
+    scenario.assert_exact(&system, &api, &results).await;
     wait_nothing_prepared(&system, Duration::from_secs(5)).await;
 }
 

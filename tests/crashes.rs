@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use system_tests::{
-    arm_coordinator_failpoint, assert_checkouts_exact, keep_peer_coordinators_down, ledger,
-    order_of_two, restart_coordinator_clean, start, wait_coordinator_crashed,
-    wait_nothing_prepared, wait_until, Api, Consistency, Service, CONSISTENCY_STOCK,
-    CONSISTENCY_USERS,
+    arm_coordinator_failpoint, keep_peer_coordinators_down, ledger, order_of_two,
+    restart_coordinator_clean, start, wait_coordinator_crashed, wait_nothing_prepared, wait_until,
+    Api, Consistency, Service,
 };
 
 /// For every crash point: the checkout's reply matches what happened, nothing stays prepared,
@@ -156,14 +155,7 @@ async fn consistency_holds_while_the_coordinator_and_service_instances_are_kille
     let results = run.await.expect("run");
 
     assert_eq!(results.len(), scenario.orders.len());
-    assert_checkouts_exact(
-        &system,
-        &api,
-        &results,
-        CONSISTENCY_STOCK,
-        CONSISTENCY_USERS,
-    )
-    .await;
+    scenario.assert_exact(&system, &api, &results).await;
     wait_nothing_prepared(&system, Duration::from_secs(30)).await;
     assert!(
         system

@@ -160,6 +160,12 @@ def rust_constant(pattern, files, what):
 
 
 @functools.lru_cache(None)
+def checkouts_in_flight_default():
+    return rust_constant(r'env\s*=\s*"CHECKOUTS_IN_FLIGHT",\s*default_value_t\s*=\s*(\d+)',
+                         ["order/src"], "CHECKOUTS_IN_FLIGHT's default")
+
+
+@functools.lru_cache(None)
 def pool_default(role):
     crates = {"order": ["order/src"], "stock": ["participant-server/src"],
               "payment": ["participant-server/src"], "coordinator": ["coordinator/src"]}[role]
@@ -878,9 +884,10 @@ def check_databases(f, rendered):
     clusters = {pg["metadata"]["name"]: pg for pg in rendered.of("postgresql")}
     f.check(rendered.name, sorted(clusters) == sorted(f"wdm-{r}" for r in PROGRAMS.values()),
             f"databases {sorted(clusters)}")
-    # Who connects to each database, and how many branches may be in flight there: a branch
-    # is worked on and prepared on a connection of its participant's pool and finished on
-    # one of a coordinator's pool for that database (docs/kubernetes.md).
+    # Who connects to each database, and how many branches may be prepared there at once:
+    # a prepared branch holds no connection, so pools do not bound them; admission does. Each
+    # order pod runs at most CHECKOUTS_IN_FLIGHT checkouts (order/src/admission.rs), each with
+    # at most one branch per database (docs/kubernetes.md).
     connections = {name: 0 for name in clusters}
     branches = {name: 0 for name in clusters}
     pools_note = {name: [] for name in clusters}
@@ -899,18 +906,20 @@ def check_databases(f, rendered):
             connections[own] += most * (OWN_POOLS[role] * pool + extra)
             pools_note[own].append(f"{role} {most} pods x ({OWN_POOLS[role]} x {pool}"
                                    + (f" + {extra}" if extra else "") + ")")
-            if role in PARTICIPANTS:
-                branches[own] += most * pool
-                branches_note[own].append(f"{role} {most} x {pool}")
+        if role == "order":
+            in_flight = int(env.get("CHECKOUTS_IN_FLIGHT", (None, checkouts_in_flight_default()))[1])
+            for participant in PARTICIPANTS:
+                if f"wdm-{participant}" in branches:
+                    branches[f"wdm-{participant}"] += most * in_flight
+                    branches_note[f"wdm-{participant}"].append(
+                        f"order {most} pods x {in_flight} checkouts in flight")
         if role == "coordinator":
             coordinators, coordinator_pool = most, pool
     for participant in PARTICIPANTS:
         name = f"wdm-{participant}"
         if name in connections:
             connections[name] += coordinators * coordinator_pool
-            branches[name] += coordinators * coordinator_pool
             pools_note[name].append(f"coordinator {coordinators} x {coordinator_pool}")
-            branches_note[name].append(f"coordinator {coordinators} x {coordinator_pool}")
     for name, pg in clusters.items():
         where = f"{rendered.name} postgresql/{name}"
         spec = pg["spec"]

@@ -29,6 +29,10 @@
 //! that died mid-vote, a coordinator that stopped. 409 only when the budget is spent and
 //! nothing for the order can still commit.
 //!
+//! **Admission.** A checkout first waits for a place among the checkouts this instance runs
+//! at once ([`crate::admission`]); one that waits too long is refused for load (503), before
+//! anything was claimed or prepared.
+//!
 //! Deadlines nest: each attempt's transaction deadline (phase one, `PHASE_ONE_MS`) < its
 //! reply deadline (+ `PHASE_TWO_WAIT_MS`) < the call's timeout (+ 1 s) < the checkout's budget
 //! (`CHECKOUT_DEADLINE_MS`) < the gateway's server timeout.
@@ -73,7 +77,10 @@ struct StockLine {
 pub async fn checkout(state: &State, order_id: &str) -> Result<&'static str, Error> {
     let started = Instant::now();
     let mut reason = "none";
-    let result = run(state, order_id, &mut reason).await;
+    let result = match state.admission.enter().await {
+        Some(_place) => run(state, order_id, &mut reason).await,
+        None => Err(Error::Overloaded),
+    };
     let outcome = match &result {
         Ok(Checkout::Committed) => "committed",
         Ok(Checkout::AlreadyPaid) => "already_paid",
@@ -83,6 +90,7 @@ pub async fn checkout(state: &State, order_id: &str) -> Result<&'static str, Err
         }
         Err(Error::Rejected(_)) => "rejected",
         Err(Error::OutcomeUnknown) => "unknown",
+        Err(Error::Overloaded) => "overloaded",
         Err(_) => "failed",
     };
     metrics::counter!(telemetry::CHECKOUTS, "outcome" => outcome, "reason" => reason).increment(1);

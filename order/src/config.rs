@@ -47,6 +47,19 @@ pub struct Config {
     #[arg(long, env = "CHECKOUT_DEADLINE_MS", default_value_t = 20_000)]
     pub checkout_deadline_ms: u64,
 
+    /// Checkouts this instance runs at once; the rest wait in a queue (see `admission`).
+    /// Every checkout in flight may hold a prepared branch in each database, so the order
+    /// instances together must run fewer than `max_prepared_transactions` (256): two
+    /// instances × 64 = 128 leaves as many again for branches in doubt after a crash.
+    #[arg(long, env = "CHECKOUTS_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub checkouts_in_flight: u32,
+
+    /// How long a checkout may wait in that queue before it is refused for load: a 503 with
+    /// `Retry-After`, nothing claimed, nothing changed. With the checkout's budget, below the
+    /// gateway's server timeout.
+    #[arg(long, env = "CHECKOUT_QUEUE_MS", default_value_t = 25_000)]
+    pub checkout_queue_ms: u64,
+
     /// Database pool size.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -63,6 +76,10 @@ impl Config {
 
     pub fn checkout_deadline(&self) -> Duration {
         Duration::from_millis(self.checkout_deadline_ms)
+    }
+
+    pub fn checkout_queue(&self) -> Duration {
+        Duration::from_millis(self.checkout_queue_ms)
     }
 }
 
@@ -94,8 +111,8 @@ mod tests {
             .and_then(|secs| secs.parse::<u64>().ok())
             .map(Duration::from_secs)
             .expect("the gateway template sets `timeout server <n>s`");
-        // The budget, plus the reply margin of the last call to a coordinator.
-        let longest = config.checkout_deadline() + Duration::from_secs(1);
+        // The queue, the budget, plus the reply margin of the last call to a coordinator.
+        let longest = config.checkout_queue() + config.checkout_deadline() + Duration::from_secs(1);
         assert!(
             server_timeout > longest,
             "gateway timeout {server_timeout:?} must exceed the longest checkout {longest:?}"

@@ -27,6 +27,10 @@ pub enum Error {
     /// The stock service could not be asked for a price.
     #[error("stock service unavailable")]
     StockUnavailable(#[source] reqwest::Error),
+    /// The checkout waited its whole queue wait for a place among those in flight; nothing
+    /// was done.
+    #[error("too many checkouts at once; nothing was done, try again")]
+    Overloaded,
     /// The coordinator did not tell the outcome in time; the order's `paid` flag will.
     #[error("the checkout's outcome is not known yet; GET /orders/find shows it")]
     OutcomeUnknown,
@@ -35,6 +39,9 @@ pub enum Error {
     #[error("{0}")]
     Internal(String),
 }
+
+/// Seconds a client refused for load is asked to wait: about what the queue drains in.
+const RETRY_AFTER: u16 = 1;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
@@ -47,6 +54,16 @@ impl IntoResponse for Error {
             | Error::Rejected(_) => StatusCode::BAD_REQUEST,
             // 4xx on purpose: the checkout changed nothing, and clients count 5xx as maybe-done.
             Error::Aborted(_) => StatusCode::CONFLICT,
+            Error::Overloaded => {
+                let mut response = service_kit::http::client_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    self.to_string(),
+                );
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, RETRY_AFTER.into());
+                return response;
+            }
             Error::StockUnavailable(_) | Error::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(error) => return service_kit::http::internal_error(error),
             Error::Internal(error) => return service_kit::http::internal_error(error),

@@ -12,6 +12,7 @@
 //! The order is paid if and only if the transaction committed, so `paid` is the truth about a
 //! checkout even when a crash cut its reply.
 
+pub mod admission;
 pub mod checkout;
 pub mod config;
 pub mod coordinators;
@@ -40,6 +41,8 @@ pub struct State {
     /// [`db::claim`] for why that is safe).
     pub claims: PgPool,
     pub coordinators: Arc<coordinators::Coordinators>,
+    /// The checkouts in flight and the queue in front of them.
+    pub admission: Arc<admission::Admission>,
     pub http: reqwest::Client,
     pub metrics: PrometheusHandle,
 }
@@ -74,6 +77,10 @@ impl App {
             http: service_kit::http::client(config.checkout_deadline()),
             coordinators: Arc::new(coordinators::Coordinators::new(
                 config.coordinator_urls.clone(),
+            )),
+            admission: Arc::new(admission::Admission::new(
+                config.checkouts_in_flight as usize,
+                config.checkout_queue(),
             )),
             config: Arc::new(config),
             pool,

@@ -1,12 +1,17 @@
 //! Metric names of the order service.
 
-/// Checkouts answered, by `outcome` (committed / already_paid / rejected / failed / unknown)
+/// Checkouts answered, by `outcome` (committed / already_paid / rejected / failed / unknown /
+/// overloaded)
 /// and `reason` (the refusal code; a small fixed set).
 pub const CHECKOUTS: &str = "checkouts_total";
 /// Transactions started again after a transient abort, by `reason` (the refusal code).
 pub const CHECKOUT_RETRIES: &str = "checkout_retries_total";
 /// Checkout latency in seconds, by `outcome`.
 pub const CHECKOUT_DURATION: &str = "checkout_duration_seconds";
+/// Checkouts waiting for a place among those in flight (see `admission`).
+pub const CHECKOUTS_QUEUED: &str = "checkouts_queued";
+/// Time a checkout waited in the admission queue, in seconds.
+pub const CHECKOUT_QUEUE_WAIT: &str = "checkout_queue_wait_seconds";
 /// Votes of the order branch, by `participant` and `vote`.
 pub const VOTES: &str = "twopc_votes_total";
 
@@ -22,6 +27,7 @@ pub fn register() {
             &[("outcome", "rejected"), ("reason", "insufficient_credit")],
             &[("outcome", "failed"), ("reason", "none")],
             &[("outcome", "unknown"), ("reason", "none")],
+            &[("outcome", "overloaded"), ("reason", "none")],
         ],
     );
     service_kit::telemetry::register_counters(

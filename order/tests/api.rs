@@ -19,6 +19,11 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+/// The world with the order service's configuration changed by `adjust`.
+async fn world_with(adjust: impl FnOnce(&mut Config)) -> World {
     service_kit::telemetry::init_logs();
     let stock_db = service_kit::testing::fresh_database().await;
     let stock = participant_stock::App::build(participant_server::Config {
@@ -32,7 +37,7 @@ async fn world() -> World {
     tokio::spawn(stock.run_until(std::future::pending()));
 
     let database_url = service_kit::testing::fresh_database().await;
-    let app = App::build(Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url.clone(),
         stock_url: stock_url.parse().unwrap(),
@@ -41,10 +46,12 @@ async fn world() -> World {
         phase_one_ms: 500,
         phase_two_wait_ms: 300,
         checkout_deadline_ms: 3_000,
+        checkouts_in_flight: 64,
+        checkout_queue_ms: 25_000,
         db_max_connections: 4,
-    })
-    .await
-    .unwrap();
+    };
+    adjust(&mut config);
+    let app = App::build(config).await.unwrap();
     let base = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until(std::future::pending()));
     World {
@@ -322,4 +329,65 @@ async fn checkout_of_an_unknown_order_is_a_400() {
     let world = world().await;
     let (status, _) = world.post("/orders/checkout/nope").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// A checkout that finds every place in flight taken for its whole queue wait is refused for
+/// load: 503 with `Retry-After`, its order neither claimed nor paid. (The checkout in flight
+/// holds its place for its whole budget here: its coordinator is unreachable.)
+#[tokio::test]
+async fn a_checkout_that_waits_out_the_queue_is_refused_for_load_and_changes_nothing() {
+    let world = world_with(|config| {
+        config.checkouts_in_flight = 1;
+        config.checkout_queue_ms = 200;
+    })
+    .await;
+    let item = world.item(1).await;
+    let (running, queued) = (world.order("u1").await, world.order("u2").await);
+    for order in [&running, &queued] {
+        world
+            .post(&format!("/orders/addItem/{order}/{item}/1"))
+            .await;
+    }
+    let first = tokio::spawn({
+        let (http, url) = (
+            world.http.clone(),
+            format!("{}/orders/checkout/{running}", world.base),
+        );
+        async move { http.post(url).send().await.unwrap().status() }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while world.claimed_by(&running).await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first checkout never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    let response = world
+        .http
+        .post(format!("{}/orders/checkout/{queued}", world.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some("1".to_owned())
+    );
+    assert!(response.text().await.unwrap().contains("nothing was done"));
+    assert_eq!(world.claimed_by(&queued).await, None, "never claimed");
+    let (_, found) = world.get(&format!("/orders/find/{queued}")).await;
+    assert_eq!(found["paid"], false);
+    assert_eq!(
+        first.await.unwrap(),
+        StatusCode::CONFLICT,
+        "the first ran to its end"
+    );
+    // With the place free again, the queued order's checkout runs (and meets the same
+    // unreachable coordinator).
+    let (status, _) = world.post(&format!("/orders/checkout/{queued}")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
 }

@@ -280,6 +280,16 @@ pub const CONSISTENCY_USERS: i64 = 1000;
 pub const CONSISTENCY_ORDERS: usize = 1000;
 
 impl Consistency {
+    /// [`assert_checkouts_exact`] for a run of this scenario on a fresh system.
+    pub async fn assert_exact(
+        &self,
+        system: &impl DatabaseReader,
+        api: &Api,
+        results: &[(String, StatusCode)],
+    ) {
+        assert_checkouts_exact(system, api, results, CONSISTENCY_STOCK, CONSISTENCY_USERS).await;
+    }
+
     /// Builds the scenario as the course's consistency test does: orders created one by one
     /// for random users, each with one unit of the item.
     pub async fn populate(api: &Api) -> Self {

@@ -23,10 +23,16 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(base: String) -> anyhow::Result<Self> {
+        Self::with_limits(base, POOL_PER_HOST, REQUEST_TIMEOUT)
+    }
+
+    /// A client of its own, e.g. one that holds thousands of connections (`pool`) and waits
+    /// `timeout` for each answer.
+    pub fn with_limits(base: String, pool: usize, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(timeout)
             .connect_timeout(CONNECT_TIMEOUT)
-            .pool_max_idle_per_host(POOL_PER_HOST)
+            .pool_max_idle_per_host(pool)
             .build()
             .context("building the HTTP client")?;
         Ok(Gateway { base, http })
@@ -35,12 +41,20 @@ impl Gateway {
     /// One request under load: the status class, body read (so the connection is reused).
     pub async fn call(&self, method: Method, path: &str) -> Outcome {
         let url = format!("{}{path}", self.base);
-        let Ok(response) = self.http.request(method, url).send().await else {
-            return Outcome::Failed;
+        let failed = |error: reqwest::Error| {
+            if error.is_timeout() {
+                Outcome::TimedOut
+            } else {
+                Outcome::Failed
+            }
+        };
+        let response = match self.http.request(method, url).send().await {
+            Ok(response) => response,
+            Err(error) => return failed(error),
         };
         let status = response.status();
-        if response.bytes().await.is_err() {
-            return Outcome::Failed;
+        if let Err(error) = response.bytes().await {
+            return failed(error);
         }
         if status.is_success() {
             Outcome::Ok

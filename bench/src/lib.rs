@@ -10,10 +10,14 @@
 //! - `batch`: wall time of `batch_init` of 100,000 users, items and orders;
 //! - `crud`: `GET /stock/find` and `POST /stock/add` at 64 clients (the floor every request
 //!   pays: HAProxy, axum, one PostgreSQL statement);
-//! - `checkout`: fresh checkouts (each order once) at 16 and 64 clients;
+//! - `checkout`: fresh checkouts (each order once) at 16 and 64 clients, and the CPU time
+//!   per checkout of each process kind over each run ([`cpu`]; under `cpu` in the JSON);
 //! - `ceiling`: the same checkouts as ONE local transaction in ONE database, at the same
 //!   concurrency, and the ratio checkout/ceiling;
 //! - `stress`: the course's stress scenario, random orders checked out again and again;
+//! - `overload`: 1,000 and 3,000 closed-loop clients checking out fresh or random orders for
+//!   twice the phase duration: every status counted, `GET /orders/find` latency beside it,
+//!   and the throughput at 3,000 over that at 64 (also under `overload` in the JSON);
 //! - `faults`: fresh checkouts at 64 clients in 1 s windows while `coordinator-1`, then
 //!   `order-1`, then the stock database are killed: the rate before, the worst window, and
 //!   the seconds until the rate is back at 80 % (also under `faults` in the JSON);
@@ -40,10 +44,12 @@
 //! The load generator runs in this process, on the same cores as the system: figures are for
 //! the machine as a whole, client included.
 
+pub mod cpu;
 pub mod gateway;
 pub mod load;
 pub mod report;
 pub mod sections;
+mod unix;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -116,6 +122,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let single = Section::selected(&options.only, options.ha);
     let ha: &[Section] = if options.ha { &Section::HA } else { &[] };
 
+    // The overload section holds thousands of connections at once.
+    match unix::raise_open_files_limit() {
+        Ok(limit) if limit < 8_192 => {
+            eprintln!("open files limit {limit}: the overload section may run out of sockets")
+        }
+        Ok(_) => {}
+        Err(error) => eprintln!("raising the open files limit: {error}"),
+    }
     let machine = Machine::detect();
     let all: Vec<Section> = single.iter().chain(ha).copied().collect();
     let mut report = Report::new(machine, &scale, &all, options.stress_clients, options.ha);

@@ -19,8 +19,10 @@ pub enum Outcome {
     Ok,
     /// A non-2xx status. The ceiling reports a business refusal as 400, as the API would.
     Rejected(u16),
-    /// No answer: connection error, timeout, database error.
+    /// No answer: connection error, database error.
     Failed,
+    /// No answer within the client's timeout.
+    TimedOut,
 }
 
 /// How much load, for how long.
@@ -44,6 +46,7 @@ pub struct Stats {
     /// Non-2xx replies by status.
     pub rejected: BTreeMap<u16, u64>,
     pub failed: u64,
+    pub timed_out: u64,
 }
 
 impl Stats {
@@ -115,6 +118,7 @@ where
         ok: 0,
         rejected: BTreeMap::new(),
         failed: 0,
+        timed_out: 0,
     };
     while let Some(joined) = workers.join_next().await {
         let (latencies, outcomes) = joined.context("a load worker panicked")?;
@@ -124,6 +128,7 @@ where
                 Outcome::Ok => stats.ok += 1,
                 Outcome::Rejected(status) => *stats.rejected.entry(status).or_default() += 1,
                 Outcome::Failed => stats.failed += 1,
+                Outcome::TimedOut => stats.timed_out += 1,
             }
         }
     }
@@ -160,6 +165,7 @@ mod tests {
             ok: millis.len() as u64,
             rejected: BTreeMap::new(),
             failed: 0,
+            timed_out: 0,
         }
     }
 

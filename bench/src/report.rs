@@ -11,8 +11,10 @@ use serde::Serialize;
 
 use launcher::Failover;
 
+pub use crate::cpu::CpuCost;
 use crate::load::Stats;
 pub use crate::sections::FaultFigures;
+pub use crate::sections::OverloadFigures;
 use crate::sections::{Scale, Section};
 
 /// Where the figures come from.
@@ -158,7 +160,7 @@ impl Row {
             p99_ms: millis(0.99),
             non_2xx: Some(stats.rejected_total()),
             non_2xx_by_status: stats.rejected.clone(),
-            failed: Some(stats.failed),
+            failed: Some(stats.failed + stats.timed_out),
         }
     }
 }
@@ -287,6 +289,12 @@ pub struct Report {
     /// The `faults` section: throughput around each kill.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultFigures>,
+    /// CPU milliseconds per fresh checkout by process kind, per concurrency.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu: Vec<CpuCost>,
+    /// The `overload` section: statuses by run, `find` latency beside it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overload: Vec<OverloadFigures>,
 }
 
 impl Report {
@@ -312,7 +320,19 @@ impl Report {
             failures: Vec::new(),
             ha: HaFigures::default(),
             faults: Vec::new(),
+            cpu: Vec::new(),
+            overload: Vec::new(),
         }
+    }
+
+    pub fn add_cpu(&mut self, cost: CpuCost) {
+        self.cpu.push(cost);
+    }
+
+    /// Records the figures and notes their summary.
+    pub fn add_overload(&mut self, figures: OverloadFigures) {
+        self.note(figures.summary());
+        self.overload.push(figures);
     }
 
     /// Records the ratio and notes it.
@@ -418,6 +438,9 @@ impl Report {
         for row in &cells {
             line(row);
         }
+        for cost in &self.cpu {
+            out.push_str(&cost.table());
+        }
         for note in &self.notes {
             let _ = writeln!(out, "{note}");
         }
@@ -456,7 +479,7 @@ fn row_cells(row: &Row) -> [String; 10] {
 }
 
 /// Milliseconds with two decimals below 10, one above.
-fn format_millis(ms: f64) -> String {
+pub fn format_millis(ms: f64) -> String {
     if ms < 10.0 {
         format!("{ms:.2}")
     } else {

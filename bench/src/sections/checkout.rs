@@ -1,10 +1,12 @@
 //! `checkout`: fresh checkouts, every order checked out exactly once, at 16 and 64 clients,
 //! each level on its own range of batch-loaded orders. `ha-checkout` is the same on the
-//! system with Patroni clusters, with the ratio HA/single at each level.
+//! system with Patroni clusters, with the ratio HA/single at each level. Each level also
+//! gets the CPU time per checkout of every process kind ([`crate::cpu`]).
 
 use reqwest::Method;
 
 use super::{exhausted_note, Bench, EachOnce};
+use crate::cpu::{CpuCost, Snapshot};
 use crate::load::{self, Load};
 use crate::report::{HaRatio, Report, Row};
 use crate::sections::Section;
@@ -22,12 +24,22 @@ pub async fn run(bench: &mut Bench, report: &mut Report, section: Section) -> an
             clients,
             duration: Some(bench.scale.duration),
         };
+        let before = Snapshot::take(bench.system.supervisor());
         let stats = load::run(&load, move || {
             let gateway = gateway.clone();
             let path = orders.take().map(|id| format!("/orders/checkout/{id}"));
             async move { Some(gateway.call(Method::POST, &path?).await) }
         })
         .await?;
+        let after = Snapshot::take(bench.system.supervisor());
+        report.add_cpu(CpuCost::between(
+            &before,
+            &after,
+            stats.count(),
+            clients,
+            stats.elapsed,
+            bench.ticks_per_second,
+        ));
         let row = Row::load(
             section,
             format!("POST /orders/checkout, orders {}..{}", ids.start, ids.end),

@@ -8,6 +8,7 @@ mod consistency;
 mod crud;
 mod failover;
 mod faults;
+mod overload;
 mod stress;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use anyhow::Context;
 use launcher::{Databases, Instances, ScratchDir, Service, System, SystemConfig};
 
 pub use faults::FaultFigures;
+pub use overload::OverloadFigures;
 
 use crate::gateway::Gateway;
 use crate::load::Stats;
@@ -42,6 +44,9 @@ pub enum Section {
     Checkout,
     Ceiling,
     Stress,
+    /// Closed-loop clients far above capacity (1,000 and 3,000), fresh and random orders:
+    /// statuses, and `GET /orders/find` latency beside them.
+    Overload,
     /// Fresh checkouts while coordinator-1, order-1 and the stock database are killed in turn:
     /// the dip and the recovery of the rate.
     Faults,
@@ -59,12 +64,13 @@ impl Section {
     /// Run order: `batch` loads what `crud`, `checkout` and `ceiling` use; `faults` kills
     /// processes, so it follows the sections measured on an undisturbed system;
     /// `consistency` overwrites item 0 and users 0..999, so it comes last.
-    pub const ALL: [Section; 7] = [
+    pub const ALL: [Section; 8] = [
         Section::Batch,
         Section::Crud,
         Section::Checkout,
         Section::Ceiling,
         Section::Stress,
+        Section::Overload,
         Section::Faults,
         Section::Consistency,
     ];
@@ -76,6 +82,7 @@ impl Section {
             Section::Checkout => "checkout",
             Section::Ceiling => "ceiling",
             Section::Stress => "stress",
+            Section::Overload => "overload",
             Section::Faults => "faults",
             Section::Consistency => "consistency",
             Section::HaCheckout => "ha-checkout",
@@ -110,6 +117,7 @@ impl Section {
             Section::Checkout | Section::HaCheckout => checkout::run(bench, report, self).await,
             Section::Ceiling => ceiling::run(bench, report).await,
             Section::Stress => stress::run(bench, report).await,
+            Section::Overload => overload::run(bench, report).await,
             Section::Consistency => consistency::run(bench, report).await,
             Section::Failover => failover::run(bench, report).await,
             Section::Faults => faults::run(bench, report).await,
@@ -174,6 +182,8 @@ pub struct Bench {
     /// The single-database system's fresh-checkout rows by clients, for the HA ratios (empty
     /// on that system itself).
     baseline: BTreeMap<usize, Row>,
+    /// The unit of `/proc`'s CPU times.
+    ticks_per_second: u64,
 }
 
 impl Bench {
@@ -210,6 +220,7 @@ impl Bench {
             loaded: Loaded::default(),
             checkout: BTreeMap::new(),
             baseline,
+            ticks_per_second: crate::unix::clock_ticks_per_second(),
         })
     }
 

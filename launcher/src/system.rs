@@ -443,6 +443,10 @@ impl System {
         for probe in GATEWAY_PROBES {
             checks.push((format!("{}{probe}", self.gateway_url()), false));
         }
+        let mut views = Vec::new();
+        for (_, metrics) in self.config.ports.gateways() {
+            views.push(format!("{}/metrics", local_url(metrics)));
+        }
         for (url, must_be_ok) in checks {
             loop {
                 let answered = match client.get(&url).send().await {
@@ -461,6 +465,29 @@ impl System {
                             "{url} to answer (logs in {})",
                             self.supervisor.logs_dir().display()
                         ),
+                        seconds: self.config.ready_timeout.as_secs(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // A request on the shared gateway port lands on either process, and each one marks
+        // its servers up on its own health checks: wait until every process sees a live
+        // server in every backend.
+        for url in views {
+            loop {
+                let text = match client.get(&url).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        response.text().await.unwrap_or_default()
+                    }
+                    _ => String::new(),
+                };
+                if every_backend_has_a_server(&text) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout {
+                        what: format!("every backend of {url} to have a live server"),
                         seconds: self.config.ready_timeout.as_secs(),
                     });
                 }
@@ -589,4 +616,35 @@ fn loopback(port: u16) -> SocketAddr {
 
 fn local_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
+}
+
+/// True if HAProxy's Prometheus exposition `text` lists backends and each has at least one
+/// active server (`haproxy_backend_active_servers{proxy="…"} N`, N ≥ 1).
+fn every_backend_has_a_server(text: &str) -> bool {
+    let mut counts = text
+        .lines()
+        .filter(|line| line.starts_with("haproxy_backend_active_servers{"))
+        .map(|line| {
+            line.rsplit(' ')
+                .next()
+                .and_then(|value| value.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        })
+        .peekable();
+    counts.peek().is_some() && counts.all(|count| count >= 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_gateway_is_ready_once_every_backend_has_a_live_server() {
+        let up = "# TYPE haproxy_backend_active_servers gauge\n\
+                  haproxy_backend_active_servers{proxy=\"order\"} 2\n\
+                  haproxy_backend_active_servers{proxy=\"stock\"} 1\n";
+        let one_down = "haproxy_backend_active_servers{proxy=\"order\"} 2\n\
+                        haproxy_backend_active_servers{proxy=\"stock\"} 0\n";
+        assert!(super::every_backend_has_a_server(up));
+        assert!(!super::every_backend_has_a_server(one_down));
+        assert!(!super::every_backend_has_a_server("# no backends yet\n"));
+    }
 }

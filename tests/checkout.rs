@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use system_tests::{
-    arm_coordinator_failpoint, keep_peer_coordinators_down, ledger, order_of_two,
-    restart_coordinator_clean, start, wait_nothing_prepared, wait_until, Api, Consistency, Service,
-    CONSISTENCY_STOCK, CONSISTENCY_USERS,
+    arm_coordinator_failpoint, connect, keep_peer_coordinators_down, ledger, metric_sum,
+    order_of_two, restart_coordinator_clean, start, wait_nothing_prepared, wait_until, Api,
+    Consistency, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
 };
 
 #[tokio::test]
@@ -117,6 +117,79 @@ async fn a_checkout_for_an_unknown_user_is_refused() {
     assert_eq!(api.checkout(&order).await, StatusCode::BAD_REQUEST);
     assert_eq!(api.item(&item).await.stock, 5);
     assert!(!api.order(&order).await.paid);
+}
+
+/// An order instance that saw an item refused out of stock refuses the next checkout of it
+/// after one look at its stock, without a transaction, and changes nothing; once the item is
+/// restocked, the look lets the checkout through.
+#[tokio::test]
+async fn an_item_seen_sold_out_is_refused_without_a_transaction_until_restocked() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let item = api.create_item(1).await;
+    api.ok(&format!("/stock/add/{item}/1")).await;
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        let user = api.create_user().await;
+        api.ok(&format!("/payment/add_funds/{user}/10")).await;
+        let order = api.create_order(&user).await;
+        api.ok(&format!("/orders/addItem/{order}/{item}/1")).await;
+        orders.push((user, order));
+    }
+    // Straight to one instance: what it saw is its own.
+    let order_1 = Service::Order.instance_process(1);
+    let direct = system.instance_url(&order_1).expect("order-1").to_owned();
+    let http = reqwest::Client::new();
+    let checkout = |order: &str| {
+        let request = http.post(format!("{direct}/orders/checkout/{order}"));
+        async move {
+            let response = request.send().await.expect("checkout");
+            (response.status(), response.text().await.unwrap_or_default())
+        }
+    };
+    let transactions = || async {
+        let mut total = 0.0;
+        for coordinator in system.processes(Service::Coordinator) {
+            total += metric_sum(&system, &coordinator, "twopc_transactions_total", "").await;
+        }
+        total
+    };
+    let looks = |result: &'static str| {
+        let order_1 = order_1.clone();
+        let system = &system;
+        async move {
+            let labels = format!("result=\"{result}\"");
+            metric_sum(system, &order_1, "checkout_stock_looks_total", &labels).await
+        }
+    };
+
+    assert_eq!(checkout(&orders[0].1).await.0, StatusCode::OK);
+    // Refused by the stock branch of a transaction: the instance remembers the item.
+    assert_eq!(checkout(&orders[1].1).await.0, StatusCode::BAD_REQUEST);
+    let (before, short_before) = (transactions().await, looks("short").await);
+    let (status, body) = checkout(&orders[2].1).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("0 left"), "{body}");
+    assert_eq!(transactions().await, before, "no transaction was run");
+    assert_eq!(looks("short").await, short_before + 1.0);
+    assert!(!api.order(&orders[2].1).await.paid);
+    assert_eq!(api.user(&orders[2].0).await.credit, 10);
+    let claim: Option<uuid::Uuid> =
+        sqlx::query_scalar("select checkout_txid from orders where id = $1")
+            .bind(&orders[2].1)
+            .fetch_one(&mut connect(&system, Service::Order).await)
+            .await
+            .expect("claim");
+    assert_eq!(claim, None, "the refused checkout released its claim");
+
+    api.ok(&format!("/stock/add/{item}/1")).await;
+    let enough_before = looks("enough").await;
+    assert_eq!(checkout(&orders[2].1).await.0, StatusCode::OK);
+    assert_eq!(looks("enough").await, enough_before + 1.0);
+    assert!(api.order(&orders[2].1).await.paid);
+    assert_eq!(api.user(&orders[2].0).await.credit, 9);
+    assert_eq!(api.item(&item).await.stock, 0);
+    wait_nothing_prepared(&system, Duration::from_secs(5)).await;
 }
 
 /// The course's consistency test: one hot item, users with several orders, 100 in flight.

@@ -283,8 +283,9 @@ async fn consistency_through(fault: Fault) {
     let books = Books::read(&system).await;
     let counts = Counts::of(&results);
     eprintln!(
-        "faults: {fault}: 1000 checkouts in {:.2} s; {counts}",
-        took.as_secs_f64()
+        "faults: {fault}: 1000 checkouts in {:.2} s; {counts}\n  {}",
+        took.as_secs_f64(),
+        timeline(started, &results)
     );
 
     if results.len() != scenario.orders.len() {
@@ -372,6 +373,38 @@ async fn consistency_through(fault: Fault) {
         took.as_secs_f64(),
         failures.join("\n")
     );
+}
+
+/// Replies per second of the run (200s and others), the last sale, and the slowest checkout:
+/// where a slow run's time went.
+fn timeline(started: Instant, results: &[TriedCheckout]) -> String {
+    let mut seconds: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+    let mut last_sale = Duration::ZERO;
+    let mut slowest = Duration::ZERO;
+    for checkout in results {
+        let (Some(ended), Some(first)) = (checkout.ended(), checkout.attempts.first()) else {
+            continue;
+        };
+        let at = ended - started;
+        slowest = slowest.max(ended - first.started);
+        let second = seconds.entry(at.as_secs()).or_default();
+        if checkout.status() == Some(StatusCode::OK) {
+            second.0 += 1;
+            last_sale = last_sale.max(at);
+        } else {
+            second.1 += 1;
+        }
+    }
+    let per_second: Vec<String> = seconds
+        .iter()
+        .map(|(second, (ok, other))| format!("{second}s:{ok}/{other}"))
+        .collect();
+    format!(
+        "replies by second (200/other): {}; last 200 at {:.2} s; slowest checkout {:.2} s",
+        per_second.join(" "),
+        last_sale.as_secs_f64(),
+        slowest.as_secs_f64()
+    )
 }
 
 fn first(service: Service) -> String {

@@ -17,7 +17,10 @@
 //! transaction (a peer coordinator, a status question, the CLI) writes an abort record under
 //! its txid ([`DecisionLog::fence`]); the primary key decides between the two.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use sqlx::{
     postgres::PgConnectOptions, ConnectOptions, Connection, Executor, PgConnection, PgPool, Row,
@@ -299,6 +302,29 @@ async fn committed_of(
     .await
     .map_err(|error| error.to_string())?;
     Ok(rows.into_iter().collect())
+}
+
+/// Which of `coordinators` are alive: a process of theirs holds the identity lock (see
+/// [`lock_identity`]) on this database. One without cannot be deciding anything: its decisions
+/// go through the session that holds the lock, and a successor takes the lock before serving.
+pub async fn live_identities(
+    pool: &PgPool,
+    coordinators: &[&str],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let ids: Vec<String> = coordinators.iter().map(|id| (*id).to_owned()).collect();
+    let live: Vec<String> = sqlx::query_scalar(
+        "select id from unnest($1::text[]) as id \
+         where exists (select 1 from pg_locks \
+                       where locktype = 'advisory' and objsubid = 2 and granted \
+                         and database = (select oid from pg_database \
+                                         where datname = current_database()) \
+                         and classid = hashtext('wdm-coordinator')::oid \
+                         and objid = hashtext(id)::oid)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(live.into_iter().collect())
 }
 
 /// See [`DecisionLog::fence`]. `by` names who fenced (a coordinator, or the CLI).

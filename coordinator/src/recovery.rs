@@ -12,7 +12,7 @@
 //! | decision in `T`, branch in neither      | marker present: already committed; absent: **hazard**, reported, never guessed |
 //! | branch only in `Q`                      | prepared after `P` was read: next round      |
 //! | in `P` and `Q`, no decision, own, not in `A` | `ROLLBACK PREPARED` (presumed abort)    |
-//! | in `P` and `Q`, no decision, another coordinator's (or the CLI's view) | once older than the grace age: fence, then roll back (or commit, if the fence finds a commit) |
+//! | in `P` and `Q`, no decision, another coordinator's (or the CLI's view) | once older than the grace age, or at once if that coordinator is not alive: fence, then roll back (or commit, if the fence finds a commit) |
 //! | abort record (fenced)                   | `ROLLBACK PREPARED`                          |
 //!
 //! A decision whose branches are all committed is marked finished.
@@ -25,7 +25,10 @@
 //! `log::fence`), then rolled back; if the fence finds a commit instead, the branch is
 //! committed. The grace age keeps rounds from fencing a live peer's transaction: a peer's
 //! deadline is at most `max_phase_one` after it started, so older branches are past it. A
-//! peer's logged commits are finished once a moment old.
+//! peer that is not alive (no process holds its identity lock, `log::live_identities`) gets
+//! no grace: its branches are fenced at once, so a coordinator that is down holds its rows
+//! for one round, not for the grace age. A peer's logged commits are finished once a moment
+//! old.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -316,6 +319,21 @@ impl Recovery<'_> {
             .filter(|txid| !t.contains_key(txid))
             .collect();
         let late = log::recorded(self.log, &undecided).await?;
+        // Peers with undecided branches, and which of them are alive: a dead one's branches
+        // need not wait out the grace age, nobody can be deciding them.
+        let mut peers: Vec<&str> = q
+            .values()
+            .flatten()
+            .map(|b| b.gid.coordinator())
+            .filter(|id| Some(*id) != own_id)
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        let live = if peers.is_empty() {
+            HashSet::new()
+        } else {
+            log::live_identities(self.log, &peers).await?
+        };
         for branch in q.values().flatten() {
             let txid = branch.gid.txid();
             if t.contains_key(&txid) {
@@ -340,7 +358,7 @@ impl Recovery<'_> {
                 Action::NextRound
             } else if ours {
                 Action::Rollback
-            } else if now - branch.prepared_at < grace {
+            } else if now - branch.prepared_at < grace && live.contains(branch.gid.coordinator()) {
                 Action::TooYoung
             } else {
                 fence = true;

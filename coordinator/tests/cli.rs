@@ -110,13 +110,17 @@ async fn list_shows_exactly_the_in_doubt_branches_with_the_action_recovery_would
     expected.sort();
     assert_eq!(actions(&json), expected);
 
+    // No process holds c1's identity: nothing can be deciding its branches, grace or not.
     let table = world.cli(&["list"]);
     assert_eq!(table.code, 1);
     assert!(table.stdout.contains("ACTION"), "{}", table.stdout);
     assert!(table.stdout.contains(&gid(undecided, "alpha")));
+    assert!(!table.stdout.contains("too-young"), "{}", table.stdout);
+    let _c1_alive = world.hold_identity("c1").await;
+    let table = world.cli(&["list"]);
     assert!(
         table.stdout.contains("too-young"),
-        "the default grace protects a fresh undecided branch: {}",
+        "the default grace protects a live coordinator's fresh undecided branch: {}",
         table.stdout
     );
     world.clean_up().await;
@@ -163,11 +167,18 @@ async fn resolve_leaves_young_undecided_branches_to_a_live_coordinator() {
     let world = world().await;
     let undecided = Uuid::new_v4();
     world.prepare(0, "c1", undecided, "c").await;
+    let c1_alive = world.hold_identity("c1").await;
 
     let run = world.cli(&["resolve"]);
 
     assert_eq!(run.code, 1, "a young branch is left: {}", run.stdout);
     assert_eq!(world.prepared(0).await, vec![gid(undecided, "alpha")]);
+
+    // Once c1 is gone, nothing can decide the branch any more: resolved at once.
+    drop(c1_alive);
+    let run = world.cli(&["resolve"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(world.prepared(0).await.is_empty());
     world.clean_up().await;
 }
 

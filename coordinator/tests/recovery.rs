@@ -115,7 +115,7 @@ async fn a_logged_commit_whose_branch_is_gone_without_marker_is_reported_as_a_ha
 }
 
 #[tokio::test]
-async fn transactions_in_flight_and_peers_young_branches_are_left_alone() {
+async fn transactions_in_flight_and_live_peers_young_branches_are_left_alone() {
     let world = world().await;
     let running = Uuid::new_v4();
     let young = Uuid::new_v4();
@@ -123,6 +123,7 @@ async fn transactions_in_flight_and_peers_young_branches_are_left_alone() {
     world.prepare(1, "c2", young, "b").await;
     let in_flight = InFlight::default();
     in_flight.start(running);
+    let _c2_alive = world.hold_identity("c2").await;
 
     let recovery = world.coordinator_round("c1", &in_flight, Duration::from_secs(3600));
     let plan = recovery.plan().await.unwrap();
@@ -132,6 +133,26 @@ async fn transactions_in_flight_and_peers_young_branches_are_left_alone() {
 
     assert_eq!(world.prepared(0).await.len(), 1);
     assert_eq!(world.prepared(1).await.len(), 1);
+    world.clean_up().await;
+}
+
+/// A peer that no process holds the identity of is not deciding anything: its undecided
+/// branch, however young, is fenced off and rolled back in the first round.
+#[tokio::test]
+async fn a_dead_peers_young_branch_is_fenced_off_and_rolled_back_at_once() {
+    let world = world().await;
+    let txid = Uuid::new_v4();
+    world.prepare(0, "c2", txid, "a").await;
+
+    let in_flight = InFlight::default();
+    let recovery = world.coordinator_round("c1", &in_flight, Duration::from_secs(3600));
+    let plan = recovery.plan().await.unwrap();
+    assert_eq!(plan.items.len(), 1);
+    assert_eq!(plan.items[0].action, Action::Rollback);
+    assert!(plan.items[0].fence);
+    let applied = recovery.apply(&plan).await;
+    assert_eq!(applied.rolled_back, 1, "{applied:?}");
+    assert!(world.prepared(0).await.is_empty());
     world.clean_up().await;
 }
 

@@ -29,6 +29,10 @@
 //! that died mid-vote, a coordinator that stopped. 409 only when the budget is spent and
 //! nothing for the order can still commit.
 //!
+//! **A sold-out item is refused without a transaction.** After a checkout was refused out of
+//! stock, later checkouts of its items first look at their committed stock and, if it is
+//! short, answer 400 at once ([`crate::stock`]).
+//!
 //! **Admission.** A checkout first waits for a place among the checkouts this instance runs
 //! at once ([`crate::admission`]); one that waits too long is refused for load (503), before
 //! anything was claimed or prepared.
@@ -54,7 +58,7 @@ use twopc::{
 };
 use uuid::Uuid;
 
-use crate::{db, error::Error, prepare, telemetry, State};
+use crate::{db, error::Error, prepare, stock, telemetry, State};
 
 #[derive(Serialize)]
 struct PaymentWork<'a> {
@@ -127,11 +131,26 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
             db::Claim::Unknown => return Err(Error::UnknownOrder(order_id.to_owned())),
             db::Claim::Paid => return Ok(Checkout::AlreadyPaid),
             db::Claim::Mine(order) => {
+                let lines = quantities(&order)?;
+                if let Some(short) = stock::look(state, &lines).await {
+                    release(state, order_id, attempt.txid).await;
+                    *reason = "out_of_stock";
+                    return Err(Error::Rejected(short));
+                }
                 attempts += 1;
-                (
-                    attempt.txid,
-                    run_own(state, &order, &attempt, budget).await?,
-                )
+                let outcome = run_own(state, &order, &lines, &attempt, budget).await?;
+                if let Outcome::Aborted {
+                    participant,
+                    refusal,
+                } = &outcome
+                {
+                    if participant == STOCK && refusal.code == OUT_OF_STOCK {
+                        state
+                            .sold_out
+                            .note(lines.iter().map(|(item, _)| item.as_str()));
+                    }
+                }
+                (attempt.txid, outcome)
             }
             db::Claim::Theirs { txid, deadline } => {
                 tracing::info!(%txid, order_id, "checkout already in flight; following it");
@@ -252,9 +271,26 @@ async fn claim(
     }
 }
 
+/// The stock participant, and its refusal for an item with too little stock.
+const STOCK: &str = "stock";
+const OUT_OF_STOCK: &str = "out_of_stock";
+
+/// The order's items, one line per item with its quantities summed, by item id.
+fn quantities(order: &db::Order) -> Result<Vec<(String, i64)>, Error> {
+    let mut quantities: BTreeMap<&str, i64> = BTreeMap::new();
+    for (item_id, quantity) in &order.items {
+        let sum = quantities.entry(item_id).or_insert(0);
+        *sum = sum.checked_add(*quantity).ok_or(Error::Overflow)?;
+    }
+    Ok(quantities
+        .into_iter()
+        .map(|(item_id, quantity)| (item_id.to_owned(), quantity))
+        .collect())
+}
+
 /// The transaction's branches in the global lock order: order, payment, stock. Branches with
 /// nothing to do are left out.
-fn branches(order: &db::Order) -> Result<Vec<BranchRequest>, Error> {
+fn branches(order: &db::Order, lines: &[(String, i64)]) -> Result<Vec<BranchRequest>, Error> {
     let mut branches = vec![BranchRequest {
         participant: prepare::PARTICIPANT.to_owned(),
         work: serde_json::to_value(prepare::OrderWork {
@@ -273,21 +309,16 @@ fn branches(order: &db::Order) -> Result<Vec<BranchRequest>, Error> {
             .map_err(|e| Error::Internal(e.to_string()))?,
         });
     }
-    let mut quantities: BTreeMap<&str, i64> = BTreeMap::new();
-    for (item_id, quantity) in &order.items {
-        let sum = quantities.entry(item_id).or_insert(0);
-        *sum = sum.checked_add(*quantity).ok_or(Error::Overflow)?;
-    }
-    if !quantities.is_empty() {
-        let items = quantities
-            .into_iter()
+    if !lines.is_empty() {
+        let items = lines
+            .iter()
             .map(|(item_id, quantity)| StockLine {
-                item_id: item_id.to_owned(),
-                quantity,
+                item_id: item_id.clone(),
+                quantity: *quantity,
             })
             .collect();
         branches.push(BranchRequest {
-            participant: "stock".to_owned(),
+            participant: STOCK.to_owned(),
             work: serde_json::to_value(StockWork { items })
                 .map_err(|e| Error::Internal(e.to_string()))?,
         });
@@ -300,12 +331,13 @@ fn branches(order: &db::Order) -> Result<Vec<BranchRequest>, Error> {
 async fn run_own(
     state: &State,
     order: &db::Order,
+    lines: &[(String, i64)],
     attempt: &Attempt,
     budget: Instant,
 ) -> Result<Outcome, Error> {
     let request = TransactionRequest {
         txid: attempt.txid,
-        branches: branches(order)?,
+        branches: branches(order, lines)?,
         deadline: attempt.deadline,
         reply_by: attempt.reply_by,
     };

@@ -20,6 +20,7 @@ pub mod db;
 pub mod error;
 pub mod prepare;
 pub mod routes;
+pub mod stock;
 pub mod telemetry;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -43,6 +44,8 @@ pub struct State {
     pub coordinators: Arc<coordinators::Coordinators>,
     /// The checkouts in flight and the queue in front of them.
     pub admission: Arc<admission::Admission>,
+    /// Items lately refused out of stock, looked at before checkouts of them (see [`stock`]).
+    pub sold_out: Arc<stock::SoldOut>,
     pub http: reqwest::Client,
     pub metrics: PrometheusHandle,
 }
@@ -82,6 +85,7 @@ impl App {
                 config.checkouts_in_flight as usize,
                 config.checkout_queue(),
             )),
+            sold_out: Arc::default(),
             config: Arc::new(config),
             pool,
             claims,

@@ -10,7 +10,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use service_kit::{parse_amount, parse_count, parse_id};
 
-use crate::{checkout, db, error::Error, prepare, State};
+use crate::{checkout, db, error::Error, prepare, stock, State};
 
 pub fn router(state: State) -> Router {
     Router::new()
@@ -96,11 +96,6 @@ async fn find(
     }))
 }
 
-#[derive(Deserialize)]
-struct StockItem {
-    price: i64,
-}
-
 async fn add_item(
     AxumState(state): AxumState<State>,
     Path((order_id, item_id, quantity)): Path<(String, String, String)>,
@@ -127,28 +122,11 @@ async fn add_item(
 /// Bound on asking the stock service for a price.
 const PRICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Asks the stock service for an item's price (internal network, never the gateway).
 async fn item_price(state: &State, item_id: &str) -> Result<i64, Error> {
-    let mut url = state.config.stock_url.clone();
-    url.path_segments_mut()
-        .map_err(|()| Error::Internal("stock URL cannot be a base".into()))?
-        .pop_if_empty()
-        .extend(["stock", "find", item_id]);
-    let response = state
-        .http
-        .get(url)
-        .timeout(PRICE_TIMEOUT)
-        .send()
-        .await
-        .map_err(Error::StockUnavailable)?;
-    if response.status().is_client_error() {
-        return Err(Error::UnknownItem(item_id.to_owned()));
+    match stock::find(state, item_id, PRICE_TIMEOUT).await? {
+        Some(item) => Ok(item.price),
+        None => Err(Error::UnknownItem(item_id.to_owned())),
     }
-    let response = response
-        .error_for_status()
-        .map_err(Error::StockUnavailable)?;
-    let item: StockItem = response.json().await.map_err(Error::StockUnavailable)?;
-    Ok(item.price)
 }
 
 async fn checkout_order(

@@ -12,6 +12,9 @@ pub const CHECKOUT_DURATION: &str = "checkout_duration_seconds";
 pub const CHECKOUTS_QUEUED: &str = "checkouts_queued";
 /// Time a checkout waited in the admission queue, in seconds.
 pub const CHECKOUT_QUEUE_WAIT: &str = "checkout_queue_wait_seconds";
+/// Looks at the stock of an item lately sold out before a checkout of it, by `result`
+/// (short: refused without a transaction / enough / failed), see `stock`.
+pub const STOCK_LOOKS: &str = "checkout_stock_looks_total";
 /// Votes of the order branch, by `participant` and `vote`.
 pub const VOTES: &str = "twopc_votes_total";
 
@@ -28,6 +31,14 @@ pub fn register() {
             &[("outcome", "failed"), ("reason", "none")],
             &[("outcome", "unknown"), ("reason", "none")],
             &[("outcome", "overloaded"), ("reason", "none")],
+        ],
+    );
+    service_kit::telemetry::register_counters(
+        STOCK_LOOKS,
+        &[
+            &[("result", "short")],
+            &[("result", "enough")],
+            &[("result", "failed")],
         ],
     );
     service_kit::telemetry::register_counters(

@@ -466,6 +466,29 @@ pub async fn order_of_two(api: &Api) -> (String, String, String) {
     (user, item, order)
 }
 
+/// The sum of the samples of counter `metric` on process `name`'s `/metrics` whose labels
+/// include `labels` (`key="value"` text, or empty for every sample).
+pub async fn metric_sum(system: &System, name: &str, metric: &str, labels: &str) -> f64 {
+    let url = system
+        .instance_url(name)
+        .unwrap_or_else(|| panic!("no process {name}"));
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|error| panic!("{name}'s metrics: {error}"))
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            (series_name == metric && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 /// True if coordinator process `name` answers its health check.
 pub async fn coordinator_healthy(system: &System, name: &str) -> bool {
     let Some(url) = system.instance_url(name) else {

@@ -100,6 +100,19 @@ impl World {
         }
     }
 
+    /// A session that holds `coordinator`'s identity lock on the log, as its live process's
+    /// decision writer does: while it is open, that coordinator counts as alive.
+    pub async fn hold_identity(&self, coordinator: &str) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        let mut session = sqlx::PgConnection::connect(&self.log_url).await.unwrap();
+        sqlx::query("select pg_advisory_lock(hashtext('wdm-coordinator'), hashtext($1))")
+            .bind(coordinator)
+            .execute(&mut session)
+            .await
+            .unwrap();
+        session
+    }
+
     /// Prepares a branch that inserts `row` into participant `index`.
     pub async fn prepare(&self, index: usize, coordinator: &str, txid: Uuid, row: &str) -> Gid {
         let gid = Gid::new(coordinator, txid, NAMES[index]).unwrap();

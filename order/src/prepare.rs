@@ -63,7 +63,11 @@ async fn vote(
     let Some(mut branch) = Branch::begin(&state.pool, gid, deadline).await? else {
         return Ok(Vote::Yes);
     };
-    match db::mark_paid(branch.tx(), &work.order_id, work.version, gid.txid()).await? {
+    let marked = match db::mark_paid(branch.tx(), &work.order_id, work.version, gid.txid()).await {
+        Ok(marked) => marked,
+        Err(error) => return Err(branch.fail(error).await),
+    };
+    match marked {
         Ok(()) => branch.prepare().await,
         Err(db::Unchanged::Unknown) => {
             branch

@@ -73,8 +73,9 @@ async fn vote<P: Participant>(
         // Already prepared: a retry whose first answer was lost.
         return Ok(Vote::Yes);
     };
-    match P::apply(branch.tx(), work).await? {
-        Ok(()) => branch.prepare().await,
-        Err(refusal) => branch.refuse(refusal).await,
+    match P::apply(branch.tx(), work).await {
+        Ok(Ok(())) => branch.prepare().await,
+        Ok(Err(refusal)) => branch.refuse(refusal).await,
+        Err(error) => Err(branch.fail(error).await),
     }
 }

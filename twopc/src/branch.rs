@@ -4,9 +4,10 @@
 //! let Some(mut branch) = Branch::begin(&pool, &gid, request.deadline).await? else {
 //!     return Ok(Vote::Yes); // a retry of a branch that is already prepared
 //! };
-//! match db::reserve(branch.tx(), &work).await? {
-//!     Ok(()) => branch.prepare().await,
-//!     Err(refusal) => branch.refuse(refusal).await,
+//! match db::reserve(branch.tx(), &work).await {
+//!     Ok(Ok(())) => branch.prepare().await,
+//!     Ok(Err(refusal)) => branch.refuse(refusal).await,
+//!     Err(error) => Err(branch.fail(error).await),
 //! }
 //! ```
 //!
@@ -21,7 +22,7 @@
 //! refuses the insert, and so the `PREPARE TRANSACTION` after it, once the deadline has passed.
 //! A branch the coordinator has given up on therefore cannot be prepared later.
 
-use sqlx::{Executor, PgPool, Postgres, Transaction};
+use sqlx::{pool::PoolConnection, Executor, PgConnection, PgPool, Postgres, Row};
 
 use crate::{
     finish::has_code,
@@ -45,16 +46,35 @@ const IN_TIME_CHECK: &str = "twopc_markers_prepared_in_time";
 /// The DDL of the marker table, for each participant's migrations.
 pub const MARKER_TABLE: &str = "twopc_markers";
 
+/// A branch's local transaction, on a pooled connection of its own.
+///
+/// The transaction block is opened and closed with plain statements rather than sqlx's
+/// `Transaction`, because `PREPARE TRANSACTION` ends the block itself: sqlx would follow it
+/// with a `COMMIT` (or, dropped, a `ROLLBACK`) that costs a round trip and draws a warning
+/// in the server log for every branch. The connection goes back to the pool only once the
+/// block is closed (prepared or rolled back); a branch dropped or failed in between closes
+/// its connection, which ends the block on the server.
 pub struct Branch {
     gid: Gid,
     deadline: Deadline,
-    tx: Transaction<'static, Postgres>,
+    /// `Some` while the transaction block is open.
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl Drop for Branch {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            // Still inside the block: never hand it to another branch.
+            conn.close_on_drop();
+        }
+    }
 }
 
 impl Branch {
-    /// Opens the branch's local transaction, every wait in it bounded by `deadline`. A
-    /// deadline that passes while waiting for a connection is [`sqlx::Error::PoolTimedOut`],
-    /// which [`timeout_refusal`] turns into a no vote like any other timeout.
+    /// Opens the branch's local transaction, every wait in it bounded by `deadline`, in one
+    /// round trip. A deadline that passes while waiting for a connection is
+    /// [`sqlx::Error::PoolTimedOut`], which [`timeout_refusal`] turns into a no vote like any
+    /// other timeout.
     ///
     /// Returns `None` when the gid is already prepared in this database: the coordinator (or a
     /// proxy) retried a prepare whose first answer was lost, and the vote is still yes.
@@ -64,47 +84,62 @@ impl Branch {
         deadline: Deadline,
     ) -> Result<Option<Self>, sqlx::Error> {
         let left = deadline.remaining().ok_or(sqlx::Error::PoolTimedOut)?;
-        let mut tx = tokio::time::timeout(left, pool.begin())
+        let conn = tokio::time::timeout(left, pool.acquire())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        let mut branch = Self {
+            gid: gid.clone(),
+            deadline,
+            conn: Some(conn),
+        };
         let left = deadline.remaining().ok_or(sqlx::Error::PoolTimedOut)?;
-        let millis = format!("{}ms", left.as_millis().max(1));
+        let millis = left.as_millis().max(1);
         // A session left idle in the transaction (its process stopped) is ended by the server
         // a moment after the deadline, freeing its row locks; a live process past the deadline
         // is refused by the marker's check with a clean no vote first.
-        let idle = format!("{}ms", (left + crate::deadline::SETTLE).as_millis());
-        // One round trip for all of it: the bounds, and whether this is a repeated prepare.
-        let prepared: bool = sqlx::query_scalar(
-            "select exists (select 1 from pg_prepared_xacts \
-                            where database = current_database() and gid = $2) \
-             from (select set_config('lock_timeout', $1, true), \
-                          set_config('statement_timeout', $1, true), \
-                          set_config('idle_in_transaction_session_timeout', $3, true)) as bound",
-        )
-        .bind(&millis)
-        .bind(gid.to_string())
-        .bind(&idle)
-        .fetch_one(&mut *tx)
-        .await?;
+        let idle = (left + crate::deadline::SETTLE).as_millis();
+        // One round trip for all of it: the block, its bounds, and whether this is a repeated
+        // prepare. Every value in the text is a number or the gid, built from characters this
+        // crate generates (`Gid::new`).
+        let sql = format!(
+            "begin; \
+             select exists (select 1 from pg_prepared_xacts \
+                            where database = current_database() and gid = {gid}) as prepared \
+             from (select set_config('lock_timeout', '{millis}ms', true), \
+                          set_config('statement_timeout', '{millis}ms', true), \
+                          set_config('idle_in_transaction_session_timeout', '{idle}ms', true)) \
+                  as bound",
+            gid = gid.sql_literal(),
+        );
+        let rows = branch.tx().fetch_all(sql.as_str()).await?;
+        let prepared: bool = rows
+            .last()
+            .ok_or_else(|| sqlx::Error::Protocol("no row from the branch's opening".into()))?
+            .try_get("prepared")?;
         if prepared {
-            tx.rollback().await?;
+            branch.close("rollback").await?;
             return Ok(None);
         }
-        Ok(Some(Self {
-            gid: gid.clone(),
-            deadline,
-            tx,
-        }))
+        Ok(Some(branch))
     }
 
     /// The branch's transaction, for the participant's business statements.
-    pub fn tx(&mut self) -> &mut sqlx::PgConnection {
-        &mut self.tx
+    pub fn tx(&mut self) -> &mut PgConnection {
+        self.conn
+            .as_deref_mut()
+            .expect("a branch's connection is there until the branch is consumed")
     }
 
-    /// Votes yes: writes the marker and prepares the transaction durably, unless the deadline
-    /// has passed by the time the marker lands (then the error is a timeout, see
-    /// [`timeout_refusal`]).
+    /// Ends the transaction block with `statement` and gives the connection back to the pool.
+    async fn close(&mut self, statement: &str) -> Result<(), sqlx::Error> {
+        self.tx().execute(statement).await?;
+        self.conn = None;
+        Ok(())
+    }
+
+    /// Votes yes: writes the marker and prepares the transaction durably, in one round trip,
+    /// unless the deadline has passed by the time the marker lands (then the error is a
+    /// timeout, see [`timeout_refusal`]).
     pub async fn prepare(mut self) -> Result<Vote, sqlx::Error> {
         let gid = self.gid.sql_literal();
         let by = self.deadline.sql_timestamp();
@@ -112,27 +147,35 @@ impl Branch {
             "insert into {MARKER_TABLE} (gid, prepare_by) values ({gid}, {by}); \
              prepare transaction {gid}"
         );
-        match self.tx.execute(sql.as_str()).await {
-            Ok(_) => {}
+        match self.tx().execute(sql.as_str()).await {
+            // PREPARE TRANSACTION has ended the block: the connection is free again.
+            Ok(_) => self.conn = None,
             Err(error) if has_code(&error, DUPLICATE_OBJECT) => {
                 // A concurrent retry of the same branch prepared first; its vote stands.
-                self.tx.rollback().await?;
+                self.close("rollback").await?;
                 return Ok(Vote::Yes);
             }
-            Err(error) => return Err(error),
+            Err(error) => return Err(self.fail(error).await),
         }
-        // PREPARE TRANSACTION has ended the transaction block; this COMMIT only closes sqlx's
-        // transaction object (PostgreSQL answers it with a harmless notice).
-        self.tx.commit().await?;
         tracing::debug!(gid = %self.gid, "prepared");
         Ok(Vote::Yes)
     }
 
     /// Votes no: rolls the local work back.
-    pub async fn refuse(self, refusal: Refusal) -> Result<Vote, sqlx::Error> {
-        self.tx.rollback().await?;
+    pub async fn refuse(mut self, refusal: Refusal) -> Result<Vote, sqlx::Error> {
+        self.close("rollback").await?;
         tracing::debug!(gid = %self.gid, code = %refusal.code, "refused");
         Ok(Vote::No(refusal))
+    }
+
+    /// The branch's work failed with `error`: rolls it back, keeping the connection for the
+    /// pool when the server answers (a lock wait that ran out is common under a hot row),
+    /// and returns the error.
+    pub async fn fail(mut self, error: sqlx::Error) -> sqlx::Error {
+        if let Err(rollback) = self.close("rollback").await {
+            tracing::debug!(gid = %self.gid, %rollback, "rollback after a failure failed; connection closed");
+        }
+        error
     }
 }
 

@@ -193,6 +193,46 @@ async fn an_item_seen_sold_out_is_refused_without_a_transaction_until_restocked(
 }
 
 /// The course's consistency test: one hot item, users with several orders, 100 in flight.
+/// An order instance that stops after claiming an order and before handing the transaction
+/// to a coordinator leaves a claim that no coordinator has heard of. The retry of the
+/// checkout fences that transaction off once no coordinator has heard of it for a moment,
+/// and runs its own; it does not wait out the claim's deadline, which here lies past the
+/// whole checkout's budget, so waiting it out would end in a 503.
+#[tokio::test]
+async fn a_claim_no_coordinator_has_heard_of_is_fenced_off_and_the_checkout_goes_on() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let (user, item, order) = order_of_two(&api).await;
+
+    let lost = uuid::Uuid::new_v4();
+    let mut db = connect(&system, Service::Order).await;
+    let claimed = sqlx::query(
+        "update orders set checkout_txid = $2, checkout_deadline = $3 where id = $1 and not paid",
+    )
+    .bind(&order)
+    .bind(lost)
+    .bind(epoch_ms(60_000))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(claimed.rows_affected(), 1);
+
+    assert_eq!(api.checkout(&order).await, StatusCode::OK);
+    assert!(api.order(&order).await.paid);
+    assert_eq!(api.item(&item).await.stock, 98);
+    assert_eq!(api.user(&user).await.credit, 94);
+    let fenced = system_tests::scalar_i64(
+        &system,
+        Service::Coordinator,
+        &format!("select count(*) from decisions where txid = '{lost}' and outcome = 'abort'"),
+    )
+    .await;
+    assert_eq!(
+        fenced, 1,
+        "the lost transaction is fenced off, so it can never commit"
+    );
+}
+
 #[tokio::test]
 async fn consistency_scenario_is_exact() {
     let system = start().await;
@@ -302,41 +342,47 @@ async fn a_caller_that_lost_its_reply_learns_the_true_outcome_from_any_coordinat
     .await;
     assert_eq!(status["outcome"], "committed", "{status}");
 
-    // A transaction nobody decided is pending until its deadline has settled, then fenced off
-    // as aborted by whichever coordinator is asked; it can never commit after that.
-    let unknown = uuid::Uuid::new_v4().to_string();
+    // A transaction nobody decided is unknown until its deadline has settled, or until a
+    // caller asks to fence it, then fenced off as aborted by whichever coordinator is asked;
+    // it can never commit after that.
     let ahead = epoch_ms(60_000);
-    let status = coordinator_call(
-        &api,
-        reqwest::Method::GET,
-        format!("{second}{transactions}/{unknown}?deadline={ahead}"),
-        None,
-    )
-    .await;
-    assert_eq!(status["outcome"], "pending");
-    let status = coordinator_call(
-        &api,
-        reqwest::Method::GET,
-        format!("{second}{transactions}/{unknown}?deadline=1"),
-        None,
-    )
-    .await;
-    assert_eq!(status["outcome"], "aborted");
-    assert_eq!(status["business"], false);
     api.ok(&format!("/stock/add/{item}/1")).await;
-    let late = stock_transaction(&unknown, &item, epoch_ms(5_000));
-    let outcome = coordinator_call(
-        &api,
-        reqwest::Method::POST,
-        format!("{first}{transactions}"),
-        Some(&late),
-    )
-    .await;
-    assert_eq!(
-        outcome["outcome"], "aborted",
-        "a fenced transaction cannot commit"
-    );
-    assert_eq!(api.item(&item).await.stock, 1, "and it changed nothing");
+    for fencing in [
+        "deadline=1".to_owned(),
+        format!("deadline={ahead}&fence=true"),
+    ] {
+        let unknown = uuid::Uuid::new_v4().to_string();
+        let status = coordinator_call(
+            &api,
+            reqwest::Method::GET,
+            format!("{second}{transactions}/{unknown}?deadline={ahead}"),
+            None,
+        )
+        .await;
+        assert_eq!(status["outcome"], "unknown");
+        let status = coordinator_call(
+            &api,
+            reqwest::Method::GET,
+            format!("{second}{transactions}/{unknown}?{fencing}"),
+            None,
+        )
+        .await;
+        assert_eq!(status["outcome"], "aborted", "{fencing}: {status}");
+        assert_eq!(status["business"], false);
+        let late = stock_transaction(&unknown, &item, epoch_ms(5_000));
+        let outcome = coordinator_call(
+            &api,
+            reqwest::Method::POST,
+            format!("{first}{transactions}"),
+            Some(&late),
+        )
+        .await;
+        assert_eq!(
+            outcome["outcome"], "aborted",
+            "{fencing}: a fenced transaction cannot commit"
+        );
+        assert_eq!(api.item(&item).await.stock, 1, "and it changed nothing");
+    }
     wait_nothing_prepared(&system, Duration::from_secs(10)).await;
 }
 

@@ -381,12 +381,16 @@ fn timeline(started: Instant, results: &[TriedCheckout]) -> String {
     let mut seconds: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
     let mut last_sale = Duration::ZERO;
     let mut slowest = Duration::ZERO;
+    let mut slowest_order = "";
     for checkout in results {
         let (Some(ended), Some(first)) = (checkout.ended(), checkout.attempts.first()) else {
             continue;
         };
         let at = ended - started;
-        slowest = slowest.max(ended - first.started);
+        if ended - first.started > slowest {
+            slowest = ended - first.started;
+            slowest_order = &checkout.order;
+        }
         let second = seconds.entry(at.as_secs()).or_default();
         if checkout.status() == Some(StatusCode::OK) {
             second.0 += 1;
@@ -400,7 +404,8 @@ fn timeline(started: Instant, results: &[TriedCheckout]) -> String {
         .map(|(second, (ok, other))| format!("{second}s:{ok}/{other}"))
         .collect();
     format!(
-        "replies by second (200/other): {}; last 200 at {:.2} s; slowest checkout {:.2} s",
+        "replies by second (200/other): {}; last 200 at {:.2} s; slowest checkout {:.2} s \
+         (order {slowest_order})",
         per_second.join(" "),
         last_sale.as_secs_f64(),
         slowest.as_secs_f64()

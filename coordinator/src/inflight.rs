@@ -75,6 +75,16 @@ impl InFlight {
         metrics::gauge!(telemetry::IN_FLIGHT).set(running.len() as f64);
     }
 
+    /// Announces `txid`'s outcome while it still runs (an abort is true once decided, while
+    /// its branches are still being rolled back): status questions and repeats learn it at
+    /// once, and recovery still leaves the transaction alone until it ends.
+    pub fn decided(&self, txid: Uuid, outcome: Outcome) {
+        self.remember(txid, outcome.clone());
+        if let Some(announce) = lock(&self.running).get(&txid) {
+            announce.send_replace(Some(outcome));
+        }
+    }
+
     pub fn contains(&self, txid: Uuid) -> bool {
         lock(&self.running).contains_key(&txid)
     }
@@ -115,6 +125,34 @@ mod tests {
     use twopc::wire::Refusal;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_decided_abort_is_told_at_once_and_the_transaction_runs_on() {
+        let inflight = InFlight::default();
+        let txid = Uuid::new_v4();
+        assert!(matches!(inflight.start(txid), Start::Started));
+        let Start::AlreadyRunning(repeat) = inflight.start(txid) else {
+            panic!("a repeat of a running transaction starts nothing");
+        };
+        let aborted = Outcome::Aborted {
+            participant: "stock".into(),
+            refusal: Refusal::transient("unavailable", "stock did not answer"),
+        };
+        inflight.decided(txid, aborted.clone());
+        assert_eq!(inflight.outcome(txid), Some(aborted.clone()));
+        assert_eq!(
+            repeat.outcome(Duration::from_secs(5)).await,
+            Some(aborted.clone())
+        );
+        assert!(
+            inflight.contains(txid),
+            "still running: recovery leaves it alone"
+        );
+        inflight.end(txid, aborted.clone());
+        assert!(!inflight.contains(txid));
+        assert_eq!(inflight.outcome(txid), Some(aborted));
+        assert_eq!(lock(&inflight.outcomes).order.len(), 1, "remembered once");
+    }
 
     #[tokio::test]
     async fn an_ended_transaction_leaves_its_outcome_behind_and_tells_its_repeats() {

@@ -147,7 +147,7 @@ pub async fn run(app: &App, request: TransactionRequest) -> Result<Outcome, Requ
         Outcome::Committing => "committing",
         Outcome::Aborted { refusal, .. } if refusal.business => "rejected",
         Outcome::Aborted { .. } => "failed",
-        Outcome::Pending => "pending",
+        Outcome::Pending | Outcome::Unknown => "pending",
     };
     metrics::counter!(telemetry::TRANSACTIONS, "outcome" => label).increment(1);
     metrics::histogram!(telemetry::PHASE_DURATION, "phase" => "total", "participant" => "all")
@@ -175,8 +175,9 @@ async fn abort(
         .into_iter()
         .map(|(b, settled)| (b.participant.clone(), b.gid.clone(), settled))
         .collect();
-    finish(app, txid, Decision::Abort, gids, outcome.clone(), reply_by).await;
     // Aborted is true at once: a branch still to be rolled back changes nothing a read sees.
+    app.inflight.decided(txid, outcome.clone());
+    finish(app, txid, Decision::Abort, gids, outcome.clone(), reply_by).await;
     outcome
 }
 
@@ -295,10 +296,13 @@ pub enum Settled {
     After(Deadline),
 }
 
-/// Phase two. Waits until `reply_by` for every branch; whatever is left keeps running in the
-/// background and the transaction stays in flight (recovery leaves it alone) until done. The
-/// outcome is remembered for status questions when the transaction ends. True if every branch
-/// was finished by `reply_by`.
+/// Phase two. Waits until `reply_by` for every branch that can be finished now; whatever is
+/// left keeps running in the background and the transaction stays in flight (recovery leaves
+/// it alone) until done. A branch whose vote never arrived ([`Settled::After`]) is not waited
+/// for: a duplicate of its prepare may still land until its deadline has settled, so its
+/// rollback cannot be final before then, and an abort is true at once anyway (a branch that
+/// is rolled back later changes nothing a read sees). The outcome is remembered for status
+/// questions when the transaction ends. True if those branches were finished by `reply_by`.
 async fn finish(
     app: &App,
     txid: Uuid,
@@ -311,21 +315,38 @@ async fn finish(
     let app_clone = app.clone();
     tokio::spawn(async move {
         let started = Instant::now();
+        let mut waited_for = branches
+            .iter()
+            .filter(|(_, _, settled)| *settled == Settled::Now)
+            .count();
+        let mut done_tx = Some(done_tx);
         let mut tasks = JoinSet::new();
         for (participant, gid, settled) in branches {
             let app = app_clone.clone();
-            tasks.spawn(
-                async move { finish_branch(&app, &participant, &gid, decision, settled).await },
-            );
+            tasks.spawn(async move {
+                let finished = finish_branch(&app, &participant, &gid, decision, settled).await;
+                (settled == Settled::Now, finished)
+            });
         }
         let mut all_committed = true;
         let mut first = true;
-        while let Some(result) = tasks.join_next().await {
+        loop {
+            if waited_for == 0 {
+                if let Some(done) = done_tx.take() {
+                    let _ = done.send(());
+                }
+            }
+            let Some(result) = tasks.join_next().await else {
+                break;
+            };
             if decision == Decision::Commit && first {
                 failpoint::hit(failpoint::MID_PHASE_TWO);
                 first = false;
             }
-            all_committed &= matches!(result, Ok(true));
+            all_committed &= matches!(result, Ok((_, true)));
+            if matches!(result, Ok((true, _))) {
+                waited_for -= 1;
+            }
         }
         metrics::histogram!(telemetry::PHASE_DURATION, "phase" => "phase_two", "participant" => "all")
             .record(started.elapsed().as_secs_f64());
@@ -333,7 +354,9 @@ async fn finish(
             app_clone.log.finish(txid);
         }
         app_clone.inflight.end(txid, outcome);
-        let _ = done_tx.send(());
+        if let Some(done) = done_tx.take() {
+            let _ = done.send(());
+        }
     });
     let wait = reply_by.remaining().unwrap_or_default();
     let finished = tokio::time::timeout(wait, done_rx).await.is_ok();

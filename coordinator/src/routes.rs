@@ -50,8 +50,9 @@ async fn run_transaction(
 /// 3. the shared log: a commit decision is `committed` once its branches are finished (this
 ///    finishes them first, up to a moment) and `committing` while one is not, so `committed`
 ///    means a read sees it; an abort record is aborted;
-/// 4. no record: `pending` until the caller's deadline for the transaction (`?deadline=`) has
-///    settled; then the transaction is fenced off and whichever outcome the log holds is final.
+/// 4. no record: `unknown` until the caller's deadline for the transaction (`?deadline=`) has
+///    settled, or at once if the caller asks to fence (`?fence=true`); then the transaction
+///    is fenced off and whichever outcome the log holds is final.
 async fn transaction_status(
     State(app): State<App>,
     Path(txid): Path<Uuid>,
@@ -65,19 +66,20 @@ async fn transaction_status(
     }
     let decision = match app.log.lookup(txid).await? {
         Some(decision) => decision,
-        None => match query.deadline {
-            Some(deadline) if deadline.plus(SETTLE).has_passed() => {
-                match app.log.fence(txid).await? {
-                    log::Fate::Abort => return Ok(Json(not_decided())),
-                    // Fencing found a commit decided meanwhile.
-                    log::Fate::Commit => match app.log.lookup(txid).await? {
-                        Some(decision) => decision,
-                        None => return Ok(Json(Outcome::Committing)),
-                    },
-                }
+        None => {
+            let settled = query.deadline.is_some_and(|d| d.plus(SETTLE).has_passed());
+            if !(settled || query.fence) {
+                return Ok(Json(Outcome::Unknown));
             }
-            _ => return Ok(Json(Outcome::Pending)),
-        },
+            match app.log.fence(txid).await? {
+                log::Fate::Abort => return Ok(Json(not_decided())),
+                // Fencing found a commit decided meanwhile.
+                log::Fate::Commit => match app.log.lookup(txid).await? {
+                    Some(decision) => decision,
+                    None => return Ok(Json(Outcome::Committing)),
+                },
+            }
+        }
     };
     if decision.fate == log::Fate::Abort {
         return Ok(Json(not_decided()));
@@ -105,6 +107,8 @@ fn not_decided() -> Outcome {
 #[derive(Debug, serde::Deserialize)]
 struct StatusParams {
     deadline: Option<twopc::Deadline>,
+    #[serde(default)]
+    fence: bool,
 }
 
 /// How long a status answer waits for a decided transaction's branches to commit; inside the

@@ -163,7 +163,7 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
                 tracing::warn!(%txid, order_id, "committed, a branch still being finished at the deadline");
                 return Ok(Checkout::Committed);
             }
-            Outcome::Pending => return Err(Error::OutcomeUnknown),
+            Outcome::Pending | Outcome::Unknown => return Err(Error::OutcomeUnknown),
             Outcome::Aborted {
                 participant,
                 refusal,
@@ -380,7 +380,7 @@ async fn run_own(
             match response.json::<Outcome>().await {
                 // Decided, not yet visible everywhere (or a repeat that is still running):
                 // followed until it is.
-                Ok(Outcome::Committing | Outcome::Pending) => break,
+                Ok(Outcome::Committing | Outcome::Pending | Outcome::Unknown) => break,
                 Ok(outcome) => return Ok(outcome),
                 Err(error) => {
                     tracing::warn!(%txid, %error, "coordinator reply lost");
@@ -412,57 +412,93 @@ async fn run_own(
 /// the shared log, and once `deadline` has passed an undecided one is fenced off as aborted.
 /// A commit that is decided but not yet visible (`committing`) is followed until it is, or
 /// returned as such at the budget.
+///
+/// A transaction that no coordinator has heard of for [`UNHEARD_OF`] of asking never reached
+/// one (its order instance stopped after claiming the order) or was lost with one that
+/// stopped: it is fenced off then rather than at its deadline, so a retry of its checkout
+/// does not wait out a transaction that cannot finish.
 async fn follow(state: &State, txid: Uuid, deadline: Deadline, budget: Instant) -> Outcome {
-    let query = StatusQuery { deadline };
     let mut pause = Duration::from_millis(20);
     let mut known = Outcome::Pending;
+    let mut unheard_since: Option<Instant> = None;
     loop {
+        let fence = unheard_since.is_some_and(|since| since.elapsed() >= UNHEARD_OF);
+        let mut heard = false;
+        let mut unheard = false;
         for index in state.coordinators.order() {
-            let Ok(url) = state
-                .coordinators
-                .url(index)
-                .join(&format!("{}/{txid}", twopc::wire::routes::TRANSACTIONS))
-            else {
-                continue;
+            // Never fence what a coordinator has just said it runs.
+            let query = StatusQuery {
+                deadline,
+                fence: fence && !heard,
             };
-            let asked = state
-                .http
-                .get(url)
-                .query(&query)
-                .timeout(STATUS_TIMEOUT)
-                .send()
-                .await;
-            match asked {
-                Ok(response) if response.status().is_success() => {
-                    match response.json::<Outcome>().await {
-                        Ok(Outcome::Pending) => {}
-                        Ok(Outcome::Committing) => known = Outcome::Committing,
-                        Ok(outcome) => {
-                            tracing::info!(%txid, ?outcome, "outcome learned from a coordinator");
-                            return outcome;
-                        }
-                        Err(error) => tracing::warn!(%txid, %error, "bad outcome reply"),
-                    }
+            match ask(state, index, txid, &query).await {
+                None => {}
+                Some(Outcome::Unknown) => unheard = true,
+                Some(Outcome::Pending) => heard = true,
+                Some(Outcome::Committing) => {
+                    heard = true;
+                    known = Outcome::Committing;
                 }
-                Ok(response) => {
-                    tracing::debug!(%txid, status = %response.status(), "outcome not available")
-                }
-                Err(error) => {
-                    if error.is_connect() || error.is_timeout() {
-                        state.coordinators.mark_down(index);
-                    }
-                    tracing::debug!(%txid, %error, "coordinator not answering");
+                Some(outcome) => {
+                    tracing::info!(%txid, ?outcome, fence, "outcome learned from a coordinator");
+                    return outcome;
                 }
             }
         }
+        if heard || !unheard {
+            unheard_since = None;
+        } else {
+            unheard_since.get_or_insert_with(Instant::now);
+        }
         if Instant::now() + pause >= budget {
-            if known == Outcome::Pending {
+            if matches!(known, Outcome::Pending | Outcome::Unknown) {
                 tracing::error!(%txid, "outcome still unknown at the checkout's deadline");
+                return Outcome::Pending;
             }
             return known;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// How long a transaction may go unheard of by every coordinator that answers before a
+/// follower fences it off: far longer than a request takes to reach a live coordinator.
+const UNHEARD_OF: Duration = Duration::from_secs(1);
+
+/// One status question to one coordinator; `None` if it did not answer.
+async fn ask(state: &State, index: usize, txid: Uuid, query: &StatusQuery) -> Option<Outcome> {
+    let url = state
+        .coordinators
+        .url(index)
+        .join(&format!("{}/{txid}", twopc::wire::routes::TRANSACTIONS))
+        .ok()?;
+    let asked = state
+        .http
+        .get(url)
+        .query(query)
+        .timeout(STATUS_TIMEOUT)
+        .send()
+        .await;
+    match asked {
+        Ok(response) if response.status().is_success() => match response.json::<Outcome>().await {
+            Ok(outcome) => Some(outcome),
+            Err(error) => {
+                tracing::warn!(%txid, %error, "bad outcome reply");
+                None
+            }
+        },
+        Ok(response) => {
+            tracing::debug!(%txid, status = %response.status(), "outcome not available");
+            None
+        }
+        Err(error) => {
+            if error.is_connect() || error.is_timeout() {
+                state.coordinators.mark_down(index);
+            }
+            tracing::debug!(%txid, %error, "coordinator not answering");
+            None
+        }
     }
 }
 

@@ -96,14 +96,26 @@ pub enum Outcome {
     },
     /// Still being decided or finished by the live coordinator; ask again.
     Pending,
+    /// This coordinator is not running it and no decision for it exists: it has not reached
+    /// a coordinator yet, runs on another one, or was lost with one that stopped. Ask the
+    /// others, or ask with [`StatusQuery::fence`] to settle it as aborted now.
+    Unknown,
 }
 
 /// Query of `GET /_2pc/transactions/{txid}`: the deadline the caller gave the transaction.
 /// Once it has passed, a transaction without a decision can be fenced off (an abort record
 /// that no commit can overtake) and reported aborted by any coordinator.
+///
+/// With `fence`, a coordinator that would answer [`Outcome::Unknown`] fences the transaction
+/// off at once instead. That is safe at any time (the primary key of the decision log decides
+/// between a fence and a commit decision); it only spends a transaction that might still
+/// have reached a coordinator, so a caller asks for it once no coordinator has heard of the
+/// transaction for a while.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct StatusQuery {
     pub deadline: Deadline,
+    #[serde(default)]
+    pub fence: bool,
 }
 
 /// Names of the internal routes, shared by both sides.

@@ -10,7 +10,7 @@
 //! - `batch`: wall time of `batch_init` of 100,000 users, items and orders;
 //! - `crud`: `GET /stock/find` and `POST /stock/add` at 64 clients (the floor every request
 //!   pays: HAProxy, axum, one PostgreSQL statement);
-//! - `checkout`: fresh checkouts (each order once) at 16 and 64 clients, and the CPU time
+//! - `checkout`: fresh checkouts (each order once) at 4, 16 and 64 clients, and the CPU time
 //!   per checkout of each process kind over each run ([`cpu`]; under `cpu` in the JSON);
 //! - `ceiling`: the same checkouts as ONE local transaction in ONE database, at the same
 //!   concurrency, and the ratio checkout/ceiling;

@@ -217,9 +217,10 @@ async fn prepare(app: &App, branch: &PlannedBranch, deadline: Deadline) -> Resul
         gid: branch.gid.to_string(),
         deadline,
         work: branch.work.clone(),
+        repeat: false,
     };
     let started = Instant::now();
-    let result = ask(app, &branch.participant, &body).await;
+    let result = ask(app, &branch.participant, body).await;
     metrics::histogram!(telemetry::PHASE_DURATION, "phase" => "prepare", "participant" => name.to_owned())
         .record(started.elapsed().as_secs_f64());
     let vote = match &result {
@@ -232,7 +233,11 @@ async fn prepare(app: &App, branch: &PlannedBranch, deadline: Deadline) -> Resul
     result
 }
 
-async fn ask(app: &App, participant: &Participant, body: &PrepareRequest) -> Result<Vote, Refusal> {
+async fn ask(
+    app: &App,
+    participant: &Participant,
+    mut body: PrepareRequest,
+) -> Result<Vote, Refusal> {
     let name = participant.name.as_str();
     let url = participant.prepare_url.as_str();
     let unreachable = |detail: String| {
@@ -241,8 +246,9 @@ async fn ask(app: &App, participant: &Participant, body: &PrepareRequest) -> Res
     };
     // A request that failed without an answer (a refused or reset connection, one closed by a
     // proxy whose server died) is sent again with the same gid while time is left: a repeated
-    // prepare of a prepared branch votes yes without doing the work twice. Only a wait that
-    // ran out is not repeated: the participant is slow, and more load would not help it.
+    // prepare of a prepared branch votes yes without doing the work twice (marked `repeat`, so
+    // the participant looks for it first). Only a wait that ran out is not repeated: the
+    // participant is slow, and more load would not help it.
     let mut pause = Duration::from_millis(20);
     let response = loop {
         let Some(left) = body.deadline.remaining() else {
@@ -252,7 +258,7 @@ async fn ask(app: &App, participant: &Participant, body: &PrepareRequest) -> Res
             .http
             .post(url)
             .timeout(left + VOTE_MARGIN)
-            .json(body)
+            .json(&body)
             .send()
             .await
         {
@@ -260,6 +266,7 @@ async fn ask(app: &App, participant: &Participant, body: &PrepareRequest) -> Res
             Err(error) if error.is_timeout() => return Err(unreachable(error.to_string())),
             Err(error) => {
                 tracing::debug!(participant = %name, %error, "prepare not delivered; retrying");
+                body.repeat = true;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(200));
             }

@@ -242,7 +242,7 @@ async fn a_branch_whose_deadline_passes_before_prepare_is_refused_where_it_lands
     let world = world().await;
     let gid = twopc::Gid::new("c1", Uuid::new_v4(), "alpha").unwrap();
     let deadline = Deadline::after(Duration::from_millis(300));
-    let mut branch = Branch::begin(&world.pools[0], &gid, deadline)
+    let mut branch = Branch::begin(&world.pools[0], &gid, deadline, false)
         .await
         .unwrap()
         .unwrap();

@@ -38,7 +38,7 @@ pub async fn prepare(
     let gid = Gid::parse(&request.gid).map_err(|e| bad(e.to_string()))?;
     let work: OrderWork =
         serde_json::from_value(request.work).map_err(|e| bad(format!("order work: {e}")))?;
-    let vote = match vote(&state, &gid, &work, request.deadline).await {
+    let vote = match vote(&state, &gid, &work, request.deadline, request.repeat).await {
         Ok(vote) => vote,
         Err(error) => match branch::timeout_refusal(&error) {
             Some(refusal) => Vote::No(refusal),
@@ -59,8 +59,9 @@ async fn vote(
     gid: &Gid,
     work: &OrderWork,
     deadline: Deadline,
+    repeat: bool,
 ) -> Result<Vote, sqlx::Error> {
-    let Some(mut branch) = Branch::begin(&state.pool, gid, deadline).await? else {
+    let Some(mut branch) = Branch::begin(&state.pool, gid, deadline, repeat).await? else {
         return Ok(Vote::Yes);
     };
     let marked = match db::mark_paid(branch.tx(), &work.order_id, work.version, gid.txid()).await {

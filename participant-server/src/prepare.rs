@@ -45,7 +45,7 @@ pub(crate) async fn prepare<P: Participant>(
 ) -> Result<Json<Vote>, PrepareError> {
     let gid = Gid::parse(&request.gid)?;
     let work = P::parse_work(request.work).map_err(PrepareError::Work)?;
-    let vote = match vote::<P>(&pool, &gid, request.deadline, &work).await {
+    let vote = match vote::<P>(&pool, &gid, request.deadline, request.repeat, &work).await {
         Ok(vote) => vote,
         // The branch is rolled back by now (dropped); a lock wait that ran out is a transient
         // no, anything else an error.
@@ -67,9 +67,10 @@ async fn vote<P: Participant>(
     pool: &PgPool,
     gid: &Gid,
     deadline: Deadline,
+    repeat: bool,
     work: &P::Work,
 ) -> sqlx::Result<Vote> {
-    let Some(mut branch) = Branch::begin(pool, gid, deadline).await? else {
+    let Some(mut branch) = Branch::begin(pool, gid, deadline, repeat).await? else {
         // Already prepared: a retry whose first answer was lost.
         return Ok(Vote::Yes);
     };

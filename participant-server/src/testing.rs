@@ -89,6 +89,34 @@ impl<P> TestApp<P> {
         )
     }
 
+    /// Sends again the prepare of `gid` (prepared already) with `work`: marked as a repeat it
+    /// finds the branch prepared and votes yes; unmarked it does not look, and still applies
+    /// nothing twice: the work waits for the rows its prepared twin holds until the deadline
+    /// and votes a transient no. Either way the branch stays prepared once.
+    pub async fn assert_resends_apply_nothing_twice(&self, gid: &twopc::Gid, work: Value) {
+        use std::time::Duration;
+        let mut body = serde_json::json!({
+            "gid": gid.to_string(),
+            "deadline": twopc::Deadline::after(Duration::from_secs(1)),
+            "work": work,
+            "repeat": true,
+        });
+        let (status, vote) = self.post_json(twopc::wire::routes::PREPARE, &body).await;
+        assert_eq!(
+            (status, vote),
+            (StatusCode::OK, serde_json::json!({ "vote": "yes" }))
+        );
+        body["repeat"] = Value::Bool(false);
+        body["deadline"] = serde_json::json!(twopc::Deadline::after(Duration::from_millis(200)));
+        let (status, vote) = self.post_json(twopc::wire::routes::PREPARE, &body).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            (&vote["vote"], &vote["business"]),
+            (&Value::from("no"), &Value::from(false))
+        );
+        assert_eq!(self.prepared_gids().await, vec![gid.to_string()]);
+    }
+
     /// Gids of the branches prepared in this service's database.
     pub async fn prepared_gids(&self) -> Vec<String> {
         sqlx::query_scalar(

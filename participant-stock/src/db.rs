@@ -103,32 +103,26 @@ pub async fn read_items(
         .await
 }
 
-/// Locks the items in id order (the lock order every checkout follows) and returns their
-/// stock, in that order. Unknown ids are simply missing.
-pub async fn lock_items(
-    conn: &mut PgConnection,
-    ids: &[String],
-) -> sqlx::Result<Vec<(String, i64)>> {
-    sqlx::query_as("select id, stock from items where id = any($1) order by id for update")
-        .bind(ids)
-        .fetch_all(conn)
-        .await
-}
-
-/// Subtracts `quantities[i]` from item `ids[i]` for every `i`, in one statement.
-pub async fn subtract_items(
+/// Takes `quantities[i]` of item `ids[i]` for every `i` that has that much, in one statement,
+/// and returns the ids taken from. Every row is locked first, in id order (the lock order
+/// every checkout follows, so two checkouts never wait for each other in a cycle); the update
+/// then reads each row as it is once locked, so the stock it checks is the latest committed.
+pub async fn take_items(
     conn: &mut PgConnection,
     ids: &[String],
     quantities: &[i64],
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "update items set stock = items.stock - w.quantity \
-         from unnest($1::text[], $2::bigint[]) as w(id, quantity) \
-         where items.id = w.id",
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "update items set stock = items.stock - wanted.quantity \
+         from (select items.id, w.quantity \
+               from items join unnest($1::text[], $2::bigint[]) as w(id, quantity) \
+                    on items.id = w.id \
+               order by items.id for update of items) as wanted \
+         where items.id = wanted.id and items.stock >= wanted.quantity \
+         returning items.id",
     )
     .bind(ids)
     .bind(quantities)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_all(conn)
+    .await
 }

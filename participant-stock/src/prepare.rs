@@ -67,15 +67,29 @@ pub async fn reserve(
     if let Some(refusal) = shortfall(work, &committed) {
         return Ok(Err(refusal));
     }
-    // The database's collation, not Rust's byte order, decides the lock order, so the rows
-    // are matched to the lines by id rather than by position.
-    let locked: HashMap<String, i64> = db::lock_items(conn, &ids).await?.into_iter().collect();
-    if let Some(refusal) = shortfall(work, &locked) {
-        return Ok(Err(refusal));
-    }
     let quantities: Vec<i64> = work.items.iter().map(|l| l.quantity).collect();
-    db::subtract_items(conn, &ids, &quantities).await?;
-    Ok(Ok(()))
+    let taken: HashSet<String> = db::take_items(&mut *conn, &ids, &quantities)
+        .await?
+        .into_iter()
+        .collect();
+    if taken.len() == ids.len() {
+        return Ok(Ok(()));
+    }
+    // Another checkout took what the first look saw. The rows not taken from are locked by
+    // now, so this read is what the update saw; the branch is rolled back by the caller.
+    let short: Vec<String> = ids.into_iter().filter(|id| !taken.contains(id)).collect();
+    let left: HashMap<String, i64> = db::read_items(conn, &short).await?.into_iter().collect();
+    let unmet = StockWork {
+        items: work
+            .items
+            .iter()
+            .filter(|line| !taken.contains(&line.item_id))
+            .cloned()
+            .collect(),
+    };
+    Ok(Err(shortfall(&unmet, &left).unwrap_or_else(|| {
+        Refusal::business("out_of_stock", "an item sold out meanwhile")
+    })))
 }
 
 /// Why `stock` cannot cover the work, if it cannot.

@@ -136,11 +136,10 @@ async fn a_repeated_prepare_with_the_same_gid_votes_yes_without_applying_twice()
     assert_eq!(app.post("/stock/batch_init/1/10/1").await.0, StatusCode::OK);
     let gid = new_gid();
     let items = json!([{ "item_id": "0", "quantity": 4 }]);
-    for _ in 0..2 {
-        let (status, vote) = prepare(&app, &gid, items.clone()).await;
-        assert_eq!((status, vote), (StatusCode::OK, json!({ "vote": "yes" })));
-    }
-    assert_eq!(app.prepared_gids().await, vec![gid.to_string()]);
+    let (status, vote) = prepare(&app, &gid, items.clone()).await;
+    assert_eq!((status, vote), (StatusCode::OK, json!({ "vote": "yes" })));
+    app.assert_resends_apply_nothing_twice(&gid, json!({ "items": items }))
+        .await;
     assert_eq!(
         commit_prepared(&app.pool, &gid).await.unwrap(),
         CommitResult::Committed
@@ -219,4 +218,57 @@ async fn malformed_work_is_refused_with_400_and_prepares_nothing() {
     }
     assert_eq!(stock_of(&app, "0").await, 10);
     assert!(app.prepared_gids().await.is_empty());
+}
+
+#[tokio::test]
+async fn stock_taken_while_a_branch_waited_for_its_lock_is_refused_with_what_is_left() {
+    let app = spawn_app().await;
+    assert_eq!(app.post("/stock/batch_init/2/1/1").await.0, StatusCode::OK);
+    assert_eq!(app.post("/stock/add/0/9").await.0, StatusCode::OK);
+    let first = new_gid();
+    let (_, vote) = prepare(&app, &first, json!([{ "item_id": "1", "quantity": 1 }])).await;
+    assert_eq!(vote, json!({ "vote": "yes" }));
+
+    // The second sees the committed stock of 1 and queues on the row the first holds.
+    let second = new_gid();
+    let items = json!([{ "item_id": "0", "quantity": 2 }, { "item_id": "1", "quantity": 1 }]);
+    let ((status, vote), committed) = tokio::join!(prepare(&app, &second, items), async {
+        wait_until_waiting_for_a_lock(&app).await;
+        commit_prepared(&app.pool, &first).await.unwrap()
+    });
+    assert_eq!(committed, CommitResult::Committed);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(vote["vote"], "no");
+    assert_eq!(vote["code"], "out_of_stock");
+    assert_eq!(vote["business"], true);
+    assert_eq!(vote["message"], "item 1 has 0 left, 1 wanted");
+    assert!(app.prepared_gids().await.is_empty());
+    assert_eq!(
+        stock_of(&app, "0").await,
+        10,
+        "nothing taken from the item that had enough"
+    );
+    assert_eq!(stock_of(&app, "1").await, 0);
+}
+
+/// Waits until some session of the test database waits for a row lock.
+async fn wait_until_waiting_for_a_lock(app: &TestApp) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity \
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session waits for a lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

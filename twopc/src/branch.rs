@@ -1,7 +1,7 @@
 //! The participant side of phase one.
 //!
 //! ```ignore
-//! let Some(mut branch) = Branch::begin(&pool, &gid, request.deadline).await? else {
+//! let Some(mut branch) = Branch::begin(&pool, &gid, req.deadline, req.repeat).await? else {
 //!     return Ok(Vote::Yes); // a retry of a branch that is already prepared
 //! };
 //! match db::reserve(branch.tx(), &work).await {
@@ -76,12 +76,17 @@ impl Branch {
     /// [`sqlx::Error::PoolTimedOut`], which [`timeout_refusal`] turns into a no vote like any
     /// other timeout.
     ///
-    /// Returns `None` when the gid is already prepared in this database: the coordinator (or a
-    /// proxy) retried a prepare whose first answer was lost, and the vote is still yes.
+    /// `repeat` says the coordinator has sent this prepare before and lost the answer
+    /// ([`crate::wire::PrepareRequest::repeat`]): then the branch may be prepared already, and
+    /// `None` says so (the vote is still yes). A first send skips that look, which costs the
+    /// server a scan of every prepared transaction. Should such a gid be prepared all the same,
+    /// nothing breaks: the work waits for the rows its twin holds until the deadline, and the
+    /// vote is a transient no.
     pub async fn begin(
         pool: &PgPool,
         gid: &Gid,
         deadline: Deadline,
+        repeat: bool,
     ) -> Result<Option<Self>, sqlx::Error> {
         let left = deadline.remaining().ok_or(sqlx::Error::PoolTimedOut)?;
         let conn = tokio::time::timeout(left, pool.acquire())
@@ -98,19 +103,24 @@ impl Branch {
         // a moment after the deadline, freeing its row locks; a live process past the deadline
         // is refused by the marker's check with a clean no vote first.
         let idle = (left + crate::deadline::SETTLE).as_millis();
-        // One round trip for all of it: the block, its bounds, and whether this is a repeated
-        // prepare. Every value in the text is a number or the gid, built from characters this
-        // crate generates (`Gid::new`).
-        let sql = format!(
+        // One round trip for all of it: the block, its bounds, and on a repeat whether the
+        // branch is prepared already. Every value in the text is a number or the gid, built
+        // from characters this crate generates (`Gid::new`).
+        let mut sql = format!(
             "begin; \
-             select exists (select 1 from pg_prepared_xacts \
-                            where database = current_database() and gid = {gid}) as prepared \
-             from (select set_config('lock_timeout', '{millis}ms', true), \
-                          set_config('statement_timeout', '{millis}ms', true), \
-                          set_config('idle_in_transaction_session_timeout', '{idle}ms', true)) \
-                  as bound",
-            gid = gid.sql_literal(),
+             set local lock_timeout = '{millis}ms'; \
+             set local statement_timeout = '{millis}ms'; \
+             set local idle_in_transaction_session_timeout = '{idle}ms'"
         );
+        if !repeat {
+            branch.tx().execute(sql.as_str()).await?;
+            return Ok(Some(branch));
+        }
+        sql.push_str(&format!(
+            "; select exists (select 1 from pg_prepared_xacts \
+                              where database = current_database() and gid = {gid}) as prepared",
+            gid = gid.sql_literal(),
+        ));
         let rows = branch.tx().fetch_all(sql.as_str()).await?;
         let prepared: bool = rows
             .last()

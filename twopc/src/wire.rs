@@ -40,6 +40,10 @@ pub struct PrepareRequest {
     /// it, and `PREPARE TRANSACTION` is refused where it lands once it has passed.
     pub deadline: Deadline,
     pub work: serde_json::Value,
+    /// This gid was sent before and its answer lost: the branch may be prepared already, and
+    /// the participant looks first (a repeated prepare of a prepared branch votes yes).
+    #[serde(default)]
+    pub repeat: bool,
 }
 
 /// Why a participant (or the coordinator on its behalf) refused a transaction.

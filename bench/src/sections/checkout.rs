@@ -1,6 +1,6 @@
-//! `checkout`: fresh checkouts, every order checked out exactly once, at 16 and 64 clients,
-//! each level on its own range of batch-loaded orders. `ha-checkout` is the same on the
-//! system with Patroni clusters, with the ratio HA/single at each level. Each level also
+//! `checkout`: fresh checkouts, every order checked out exactly once, at 4, 16 and 64
+//! clients, each level on its own range of batch-loaded orders. `ha-checkout` is the same on
+//! the system with Patroni clusters, with the ratio HA/single at each level. Each level also
 //! gets the CPU time per checkout of every process kind ([`crate::cpu`]).
 
 use reqwest::Method;

@@ -117,7 +117,7 @@ impl World {
     pub async fn prepare(&self, index: usize, coordinator: &str, txid: Uuid, row: &str) -> Gid {
         let gid = Gid::new(coordinator, txid, NAMES[index]).unwrap();
         let deadline = twopc::Deadline::after(Duration::from_secs(5));
-        let mut branch = Branch::begin(&self.pools[index], &gid, deadline)
+        let mut branch = Branch::begin(&self.pools[index], &gid, deadline, false)
             .await
             .unwrap()
             .unwrap();

@@ -256,7 +256,7 @@ async fn a_branch_whose_deadline_passes_before_prepare_is_refused_where_it_lands
     }
     let error = branch.prepare().await.unwrap_err();
     assert!(
-        twopc::branch::timeout_refusal(&error).is_some(),
+        twopc::branch::transient_refusal(&error).is_some(),
         "a late prepare is a transient no vote: {error}"
     );
     assert!(world.prepared(0).await.is_empty());

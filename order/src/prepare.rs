@@ -40,7 +40,7 @@ pub async fn prepare(
         serde_json::from_value(request.work).map_err(|e| bad(format!("order work: {e}")))?;
     let vote = match vote(&state, &gid, &work, request.deadline, request.repeat).await {
         Ok(vote) => vote,
-        Err(error) => match branch::timeout_refusal(&error) {
+        Err(error) => match branch::transient_refusal(&error) {
             Some(refusal) => Vote::No(refusal),
             None => {
                 let error = Error::from(error);

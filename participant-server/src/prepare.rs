@@ -8,7 +8,7 @@ use axum::{
 };
 use sqlx::PgPool;
 use twopc::{
-    branch::{timeout_refusal, Branch},
+    branch::{transient_refusal, Branch},
     wire::{PrepareRequest, Vote},
     Deadline, Gid, GidError,
 };
@@ -49,7 +49,7 @@ pub(crate) async fn prepare<P: Participant>(
         Ok(vote) => vote,
         // The branch is rolled back by now (dropped); a lock wait that ran out is a transient
         // no, anything else an error.
-        Err(error) => match timeout_refusal(&error) {
+        Err(error) => match transient_refusal(&error) {
             Some(refusal) => Vote::No(refusal),
             None => return Err(error.into()),
         },

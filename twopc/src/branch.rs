@@ -38,6 +38,9 @@ const QUERY_CANCELED: &str = "57014";
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
 /// SQLSTATE of `PREPARE TRANSACTION` with a gid that is already prepared.
 const DUPLICATE_OBJECT: &str = "42710";
+/// SQLSTATE `out_of_memory`, which `PREPARE TRANSACTION` raises when every slot of the
+/// server's `max_prepared_transactions` is taken.
+const OUT_OF_MEMORY: &str = "53200";
 /// SQLSTATE of a failed check constraint: the marker's deadline check.
 const CHECK_VIOLATION: &str = "23514";
 /// The marker table's deadline check (migrations `0002_marker_deadline.sql`).
@@ -73,7 +76,7 @@ impl Drop for Branch {
 impl Branch {
     /// Opens the branch's local transaction, every wait in it bounded by `deadline`, in one
     /// round trip. A deadline that passes while waiting for a connection is
-    /// [`sqlx::Error::PoolTimedOut`], which [`timeout_refusal`] turns into a no vote like any
+    /// [`sqlx::Error::PoolTimedOut`], which [`transient_refusal`] turns into a no vote like any
     /// other timeout.
     ///
     /// `repeat` says the coordinator has sent this prepare before and lost the answer
@@ -149,7 +152,7 @@ impl Branch {
 
     /// Votes yes: writes the marker and prepares the transaction durably, in one round trip,
     /// unless the deadline has passed by the time the marker lands (then the error is a
-    /// timeout, see [`timeout_refusal`]).
+    /// timeout, see [`transient_refusal`]).
     pub async fn prepare(mut self) -> Result<Vote, sqlx::Error> {
         let gid = self.gid.sql_literal();
         let by = self.deadline.sql_timestamp();
@@ -191,8 +194,17 @@ impl Branch {
 
 /// A wait that ran out of time becomes a transient no vote, so the coordinator aborts
 /// cleanly instead of reporting an error: a lock wait or statement past its bound, no pooled
-/// connection before the deadline, or the deadline passed when the marker landed.
-pub fn timeout_refusal(error: &sqlx::Error) -> Option<Refusal> {
+/// connection before the deadline, or the deadline passed when the marker landed. So does a
+/// server with no room for another prepared transaction (admission control keeps the
+/// checkouts in flight below `max_prepared_transactions`; a misconfigured deployment must
+/// still answer "nothing changed, try again", not an error).
+pub fn transient_refusal(error: &sqlx::Error) -> Option<Refusal> {
+    if has_code(error, OUT_OF_MEMORY) {
+        return Some(Refusal::transient(
+            "busy",
+            "the database has no room for another prepared transaction, try again",
+        ));
+    }
     let late = matches!(error, sqlx::Error::PoolTimedOut)
         || has_code(error, LOCK_NOT_AVAILABLE)
         || has_code(error, QUERY_CANCELED)

@@ -233,6 +233,85 @@ async fn a_claim_no_coordinator_has_heard_of_is_fenced_off_and_the_checkout_goes
     );
 }
 
+/// A checkout that claimed its order for a batch and was cancelled before handing its work
+/// over leaves the claim of a transaction that commits without it. A later checkout that
+/// follows that transaction must not take its commit for this order's.
+#[tokio::test]
+async fn a_claim_left_by_a_batch_that_committed_without_the_order_is_not_taken_for_its_commit() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let (_, _, paid) = order_of_two(&api).await;
+    assert_eq!(api.checkout(&paid).await, StatusCode::OK);
+    let mut db = connect(&system, Service::Order).await;
+    let committed: uuid::Uuid =
+        sqlx::query_scalar("select checkout_txid from orders where id = $1")
+            .bind(&paid)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+
+    let (user, item, order) = order_of_two(&api).await;
+    let claimed = sqlx::query(
+        "update orders set checkout_txid = $2, checkout_deadline = $3 where id = $1 and not paid",
+    )
+    .bind(&order)
+    .bind(committed)
+    .bind(epoch_ms(60_000))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(claimed.rows_affected(), 1);
+
+    assert_eq!(api.checkout(&order).await, StatusCode::OK);
+    assert!(
+        api.order(&order).await.paid,
+        "a 200 for an order left unpaid"
+    );
+    assert_eq!(api.item(&item).await.stock, 98);
+    assert_eq!(api.user(&user).await.credit, 94);
+}
+
+/// Checkouts that share a transaction are done one after another, so a refusal of any but
+/// the first member may only say what the members before it took. Each user here has two
+/// orders, each costing all of the user's credit: one can never commit (its item has no
+/// stock), the other always can. Whenever the hopeless one is charged first in a batch, the
+/// other is refused "not enough credit" for a charge that never commits: that refusal must
+/// not reach the client.
+#[tokio::test]
+async fn a_refusal_that_only_says_what_other_members_of_a_batch_took_is_not_the_answer() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let none = api.create_item(10).await;
+    let some = api.create_item(10).await;
+    api.ok(&format!("/stock/add/{some}/1000")).await;
+    let mut hopeless = Vec::new();
+    let mut possible = Vec::new();
+    for _ in 0..40 {
+        let user = api.create_user().await;
+        api.ok(&format!("/payment/add_funds/{user}/10")).await;
+        for (item, orders) in [(&none, &mut hopeless), (&some, &mut possible)] {
+            let order = api.create_order(&user).await;
+            api.ok(&format!("/orders/addItem/{order}/{item}/1")).await;
+            orders.push(order);
+        }
+    }
+    let mut checkouts = tokio::task::JoinSet::new();
+    for order in hopeless.iter().zip(&possible).flat_map(|(a, b)| [a, b]) {
+        let (api, order) = (api.clone(), order.clone());
+        checkouts.spawn(async move { (api.checkout(&order).await, order) });
+    }
+    while let Some(reply) = checkouts.join_next().await {
+        let (status, order) = reply.unwrap();
+        let expected = if possible.contains(&order) {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(status, expected, "order {order}");
+    }
+    assert_eq!(api.item(&some).await.stock, 960);
+}
+
 #[tokio::test]
 async fn consistency_scenario_is_exact() {
     let system = start().await;

@@ -47,6 +47,7 @@
 
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -58,7 +59,12 @@ use twopc::{
 };
 use uuid::Uuid;
 
-use crate::{db, error::Error, prepare, stock, telemetry, State};
+use crate::{
+    batch::{self, Attempt, REPLY_MARGIN},
+    db,
+    error::Error,
+    prepare, stock, telemetry, State,
+};
 
 #[derive(Serialize)]
 struct PaymentWork<'a> {
@@ -116,9 +122,15 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
     let budget = Instant::now() + state.config.checkout_deadline();
     // The claim this checkout expects to find: `Some(t)` once `t` is known to have aborted.
     let mut expected: Option<Uuid> = None;
+    // The next attempt runs in a batch of its own (a refusal in a batch may not be its own).
+    let mut alone = false;
     let mut attempts = 0u32;
     loop {
-        let Some(attempt) = Attempt::new(state, budget) else {
+        let runner = {
+            let state = state.clone();
+            move |attempt, members| run_batch(state, attempt, members)
+        };
+        let Some(ticket) = state.batches.join(alone, budget, runner) else {
             if let Some(aborted) = expected {
                 release(state, order_id, aborted).await;
             }
@@ -126,6 +138,7 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
                 "the checkout ran out of time, try again".to_owned(),
             ));
         };
+        let attempt = ticket.attempt();
         let claim = claim(state, order_id, expected, &attempt).await?;
         let (txid, outcome) = match claim {
             db::Claim::Unknown => return Err(Error::UnknownOrder(order_id.to_owned())),
@@ -138,23 +151,31 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
                     return Err(Error::Rejected(short));
                 }
                 attempts += 1;
-                let outcome = run_own(state, &order, &lines, &attempt, budget).await?;
-                if let Outcome::Aborted {
-                    participant,
-                    refusal,
-                } = &outcome
-                {
-                    if participant == STOCK && refusal.code == OUT_OF_STOCK {
+                let member = Member {
+                    order,
+                    lines,
+                    budget,
+                };
+                let Some((index, result)) = ticket.run(member).await else {
+                    return Err(Error::OutcomeUnknown);
+                };
+                let (outcome, own_refusal) = result.for_member(index)?;
+                if own_refusal {
+                    if let Some(lines) = result.out_of_stock(index) {
                         state
                             .sold_out
                             .note(lines.iter().map(|(item, _)| item.as_str()));
                     }
                 }
+                alone = own_refusal
+                    && matches!(&outcome, Outcome::Aborted { refusal, .. } if !refusal.business);
                 (attempt.txid, outcome)
             }
             db::Claim::Theirs { txid, deadline } => {
+                drop(ticket);
                 tracing::info!(%txid, order_id, "checkout already in flight; following it");
-                (txid, follow(state, txid, deadline, budget).await)
+                let outcome = follow(state, txid, deadline, budget).await;
+                (txid, followed(state, order_id, txid, outcome).await)
             }
         };
         match outcome {
@@ -169,7 +190,7 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
                 refusal,
             } => {
                 *reason = bounded_reason(&refusal);
-                let last = refusal.business || Attempt::new(state, budget).is_none();
+                let last = refusal.business || !state.batches.fits(budget);
                 if last {
                     release(state, order_id, txid).await;
                 }
@@ -185,10 +206,69 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
                 tracing::debug!(%txid, code = %refusal.code, attempts, "transient abort; trying again");
                 metrics::counter!(telemetry::CHECKOUT_RETRIES, "reason" => *reason).increment(1);
                 expected = Some(txid);
-                // A participant or coordinator that is away needs a moment; a lock queue does not.
-                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempts.min(20)))).await;
+                // A participant or coordinator that is away needs a moment; a lock queue, or
+                // a batch that another member's refusal aborted, does not.
+                if refusal.code != BATCH_ABORTED {
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempts.min(20))))
+                        .await;
+                }
             }
         }
+    }
+}
+
+/// Refusal code of a checkout whose batch aborted for another member's reason, or for a
+/// reason of its own that may only say what the members before it took.
+const BATCH_ABORTED: &str = "batch";
+
+fn batch_aborted() -> Refusal {
+    Refusal::transient(BATCH_ABORTED, "the checkout's batch was aborted, try again")
+}
+
+/// What a checkout that followed someone else's transaction makes of its outcome. A refusal
+/// of one member of a batch is not this order's (`transient`: the checkout runs its own
+/// transaction). A commit is this order's only if the order is paid: a checkout that claimed
+/// its order for a batch and was cancelled before it handed its work over left the claim
+/// behind for a batch that committed without it.
+async fn followed(state: &State, order_id: &str, txid: Uuid, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Aborted {
+            participant,
+            refusal,
+        } if refusal.member.is_some() => {
+            tracing::debug!(%txid, %participant, code = %refusal.code, "followed batch refused another member");
+            Outcome::Aborted {
+                participant,
+                refusal: batch_aborted(),
+            }
+        }
+        Outcome::Committed | Outcome::Committing => {
+            match db::find_order(&state.pool, order_id).await {
+                Ok(Some(order)) if order.paid => outcome,
+                Ok(_) => {
+                    // Not paid (or its branch not committed yet): taking the claim over from
+                    // `txid` waits for that branch, and finds the order paid if it was in it.
+                    Outcome::Aborted {
+                        participant: "coordinator".to_owned(),
+                        refusal: Refusal::transient(
+                            "not_in_batch",
+                            "the order's claim outlived its checkout, try again",
+                        ),
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%txid, %error, "cannot read the order after its transaction committed");
+                    Outcome::Aborted {
+                        participant: "coordinator".to_owned(),
+                        refusal: Refusal::transient(
+                            "unavailable",
+                            "the order database is unavailable, try again",
+                        ),
+                    }
+                }
+            }
+        }
+        outcome => outcome,
     }
 }
 
@@ -200,30 +280,71 @@ async fn release(state: &State, order_id: &str, txid: Uuid) {
     }
 }
 
-/// One transaction's deadlines, nested inside the checkout's budget.
-struct Attempt {
-    txid: Uuid,
-    deadline: Deadline,
-    reply_by: Deadline,
+/// The batches of this order instance.
+pub type Batches = batch::Batches<Member, Arc<BatchResult>>;
+
+/// One checkout's part of a batch.
+pub struct Member {
+    order: db::Order,
+    lines: Vec<(String, i64)>,
+    budget: Instant,
 }
 
-/// The reply to a coordinator call may arrive this long after `reply_by` (network, scheduling).
-const REPLY_MARGIN: Duration = Duration::from_secs(1);
+/// A batch's outcome, and which member a participant's refusal was about.
+pub struct BatchResult {
+    outcome: Result<Outcome, String>,
+    /// The member refused, and whether it came first in that participant's work (then a
+    /// business refusal is the truth about it alone).
+    refused: Option<(usize, bool)>,
+    /// Each member's items, for the sold-out memory.
+    lines: Vec<Vec<(String, i64)>>,
+}
 
-impl Attempt {
-    /// A fresh transaction, if one still fits in the budget whole (phase one, phase two, the
-    /// reply): an attempt cut short by the budget would only abort.
-    fn new(state: &State, budget: Instant) -> Option<Self> {
-        let left = budget.checked_duration_since(Instant::now())?;
-        let needed = state.config.phase_one() + state.config.phase_two_wait() + REPLY_MARGIN;
-        (left >= needed).then(|| {
-            let deadline = Deadline::after(state.config.phase_one());
-            Self {
-                txid: Uuid::new_v4(),
-                deadline,
-                reply_by: deadline.plus(state.config.phase_two_wait()),
+impl BatchResult {
+    /// The outcome for member `index`, and whether the refusal (if any) was about it.
+    fn for_member(&self, index: usize) -> Result<(Outcome, bool), Error> {
+        let outcome = self.outcome.clone().map_err(Error::Internal)?;
+        let Outcome::Aborted {
+            participant,
+            mut refusal,
+        } = outcome
+        else {
+            return Ok((outcome, false));
+        };
+        let Some((member, first)) = self.refused else {
+            return Ok((
+                Outcome::Aborted {
+                    participant,
+                    refusal,
+                },
+                false,
+            ));
+        };
+        refusal.member = None;
+        let own = member == index;
+        if refusal.business && !(own && first) {
+            refusal = batch_aborted();
+        }
+        Ok((
+            Outcome::Aborted {
+                participant,
+                refusal,
+            },
+            own,
+        ))
+    }
+
+    /// Member `index`'s items, if the batch was refused because one of them is out of stock.
+    fn out_of_stock(&self, index: usize) -> Option<&[(String, i64)]> {
+        match &self.outcome {
+            Ok(Outcome::Aborted {
+                participant,
+                refusal,
+            }) if participant == STOCK && refusal.code == OUT_OF_STOCK => {
+                self.lines.get(index).map(Vec::as_slice)
             }
-        })
+            _ => None,
+        }
     }
 }
 
@@ -288,59 +409,120 @@ fn quantities(order: &db::Order) -> Result<Vec<(String, i64)>, Error> {
         .collect())
 }
 
-/// The transaction's branches in the global lock order: order, payment, stock. Branches with
-/// nothing to do are left out.
-fn branches(order: &db::Order, lines: &[(String, i64)]) -> Result<Vec<BranchRequest>, Error> {
-    let mut branches = vec![BranchRequest {
-        participant: prepare::PARTICIPANT.to_owned(),
-        work: serde_json::to_value(prepare::OrderWork {
-            order_id: order.id.clone(),
-            version: order.version,
-        })
-        .map_err(|e| Error::Internal(e.to_string()))?,
-    }];
-    if order.total_cost > 0 {
-        branches.push(BranchRequest {
-            participant: "payment".to_owned(),
-            work: serde_json::to_value(PaymentWork {
-                user_id: &order.user_id,
-                amount: order.total_cost,
-            })
-            .map_err(|e| Error::Internal(e.to_string()))?,
-        });
+/// A batch's branches in the global lock order: order, payment, stock, each with the works of
+/// its members in the batch's order, and for each branch the batch positions of its members.
+/// Members with nothing to do for a participant are left out of its work, and a participant
+/// with nothing to do is left out.
+fn branches(members: &[Member]) -> Result<Vec<(BranchRequest, Vec<usize>)>, Error> {
+    let json = |value: serde_json::Result<serde_json::Value>| {
+        value.map_err(|e| Error::Internal(e.to_string()))
+    };
+    let mut orders = Vec::with_capacity(members.len());
+    let mut payments = Vec::with_capacity(members.len());
+    let mut stocks = Vec::with_capacity(members.len());
+    for (index, member) in members.iter().enumerate() {
+        let order = &member.order;
+        orders.push((
+            index,
+            json(serde_json::to_value(prepare::OrderWork {
+                order_id: order.id.clone(),
+                version: order.version,
+            }))?,
+        ));
+        if order.total_cost > 0 {
+            payments.push((
+                index,
+                json(serde_json::to_value(PaymentWork {
+                    user_id: &order.user_id,
+                    amount: order.total_cost,
+                }))?,
+            ));
+        }
+        if !member.lines.is_empty() {
+            let items = member
+                .lines
+                .iter()
+                .map(|(item_id, quantity)| StockLine {
+                    item_id: item_id.clone(),
+                    quantity: *quantity,
+                })
+                .collect();
+            stocks.push((index, json(serde_json::to_value(StockWork { items }))?));
+        }
     }
-    if !lines.is_empty() {
-        let items = lines
-            .iter()
-            .map(|(item_id, quantity)| StockLine {
-                item_id: item_id.clone(),
-                quantity: *quantity,
-            })
-            .collect();
-        branches.push(BranchRequest {
-            participant: STOCK.to_owned(),
-            work: serde_json::to_value(StockWork { items })
-                .map_err(|e| Error::Internal(e.to_string()))?,
-        });
-    }
-    Ok(branches)
+    Ok([
+        (prepare::PARTICIPANT, orders),
+        ("payment", payments),
+        (STOCK, stocks),
+    ]
+    .into_iter()
+    .filter(|(_, works)| !works.is_empty())
+    .map(|(participant, works)| {
+        let (positions, works): (Vec<usize>, Vec<serde_json::Value>) = works.into_iter().unzip();
+        let branch = BranchRequest {
+            participant: participant.to_owned(),
+            work: serde_json::Value::Array(works),
+        };
+        (branch, positions)
+    })
+    .collect())
 }
 
-/// Hands the attempt's transaction to a live coordinator and returns its outcome; if the reply
-/// is lost, follows the transaction until its outcome is known or the budget is spent.
-async fn run_own(
-    state: &State,
-    order: &db::Order,
-    lines: &[(String, i64)],
-    attempt: &Attempt,
-    budget: Instant,
-) -> Result<Outcome, Error> {
+/// Runs one batch's transaction (see [`crate::batch`]) and tells which member a refusal was
+/// about.
+async fn run_batch(state: State, attempt: Attempt, members: Vec<Member>) -> Arc<BatchResult> {
+    metrics::histogram!(telemetry::CHECKOUT_BATCH_SIZE).record(members.len() as f64);
+    let budget = members
+        .iter()
+        .map(|member| member.budget)
+        .min()
+        .unwrap_or_else(Instant::now);
+    let lines = members.iter().map(|member| member.lines.clone()).collect();
+    let branches = match branches(&members) {
+        Ok(branches) => branches,
+        Err(error) => {
+            return Arc::new(BatchResult {
+                outcome: Err(error.to_string()),
+                refused: None,
+                lines,
+            })
+        }
+    };
+    let (requests, positions): (Vec<BranchRequest>, Vec<Vec<usize>>) = branches.into_iter().unzip();
+    let names: Vec<String> = requests.iter().map(|b| b.participant.clone()).collect();
     let request = TransactionRequest {
         txid: attempt.txid,
-        branches: branches(order, lines)?,
+        branches: requests,
         deadline: attempt.deadline,
         reply_by: attempt.reply_by,
     };
+    let outcome = run_own(&state, &request, &attempt, budget).await;
+    let refused = match &outcome {
+        Ok(Outcome::Aborted {
+            participant,
+            refusal,
+        }) => refusal.member.and_then(|at| {
+            let branch = names.iter().position(|name| name == participant)?;
+            let member = *positions[branch].get(at)?;
+            Some((member, at == 0))
+        }),
+        _ => None,
+    };
+    Arc::new(BatchResult {
+        outcome: outcome.map_err(|error| error.to_string()),
+        refused,
+        lines,
+    })
+}
+
+/// Hands the transaction to a live coordinator and returns its outcome; if the reply is lost,
+/// follows the transaction until its outcome is known or the budget is spent.
+async fn run_own(
+    state: &State,
+    request: &TransactionRequest,
+    attempt: &Attempt,
+    budget: Instant,
+) -> Result<Outcome, Error> {
     let txid = attempt.txid;
     let timeout = attempt.reply_by.remaining().unwrap_or_default() + REPLY_MARGIN;
     let mut delivered = false;
@@ -520,6 +702,8 @@ fn bounded_reason(refusal: &Refusal) -> &'static str {
         "not_decided" => "not_decided",
         "superseded" => "superseded",
         "timeout" => "timeout",
+        BATCH_ABORTED => BATCH_ABORTED,
+        "not_in_batch" => "not_in_batch",
         _ => "other",
     }
 }

@@ -60,6 +60,15 @@ pub struct Config {
     #[arg(long, env = "CHECKOUT_QUEUE_MS", default_value_t = 25_000)]
     pub checkout_queue_ms: u64,
 
+    /// Batches of checkouts this instance has in flight at once (see `batch`): while every
+    /// place is taken, the checkouts that become ready gather in the next batch.
+    #[arg(long, env = "CHECKOUT_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub checkout_batches: u32,
+
+    /// Most checkouts in one batch (one global transaction).
+    #[arg(long, env = "CHECKOUT_BATCH_MAX", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub checkout_batch_max: u32,
+
     /// Database pool size.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,

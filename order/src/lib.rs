@@ -13,6 +13,7 @@
 //! checkout even when a crash cut its reply.
 
 pub mod admission;
+pub mod batch;
 pub mod checkout;
 pub mod config;
 pub mod coordinators;
@@ -44,6 +45,8 @@ pub struct State {
     pub coordinators: Arc<coordinators::Coordinators>,
     /// The checkouts in flight and the queue in front of them.
     pub admission: Arc<admission::Admission>,
+    /// The batch forming and the batches in flight (see [`batch`]).
+    pub batches: Arc<checkout::Batches>,
     /// Items lately refused out of stock, looked at before checkouts of them (see [`stock`]).
     pub sold_out: Arc<stock::SoldOut>,
     pub http: reqwest::Client,
@@ -84,6 +87,12 @@ impl App {
             admission: Arc::new(admission::Admission::new(
                 config.checkouts_in_flight as usize,
                 config.checkout_queue(),
+            )),
+            batches: Arc::new(batch::Batches::new(
+                config.checkout_batches as usize,
+                config.checkout_batch_max as usize,
+                config.phase_one(),
+                config.phase_two_wait(),
             )),
             sold_out: Arc::default(),
             config: Arc::new(config),

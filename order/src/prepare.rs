@@ -36,9 +36,29 @@ pub async fn prepare(
 ) -> Result<Json<Vote>, (StatusCode, String)> {
     let bad = |message: String| (StatusCode::BAD_REQUEST, message);
     let gid = Gid::parse(&request.gid).map_err(|e| bad(e.to_string()))?;
-    let work: OrderWork =
-        serde_json::from_value(request.work).map_err(|e| bad(format!("order work: {e}")))?;
-    let vote = match vote(&state, &gid, &work, request.deadline, request.repeat).await {
+    // One order's work, or a batch's: an array of them (see `crate::batch`).
+    let batch = request.work.is_array();
+    let works: Vec<OrderWork> = if batch {
+        serde_json::from_value(request.work)
+    } else {
+        serde_json::from_value(request.work).map(|work| vec![work])
+    }
+    .map_err(|e| bad(format!("order work: {e}")))?;
+    if works.is_empty() {
+        return Err(bad(
+            "order work: a batch needs at least one member".to_owned()
+        ));
+    }
+    let vote = match vote(
+        &state,
+        &gid,
+        &works,
+        batch,
+        request.deadline,
+        request.repeat,
+    )
+    .await
+    {
         Ok(vote) => vote,
         Err(error) => match branch::transient_refusal(&error) {
             Some(refusal) => Vote::No(refusal),
@@ -54,51 +74,54 @@ pub async fn prepare(
     Ok(Json(vote))
 }
 
+/// Pays every order of the branch, all or none: the first that cannot be paid refuses the
+/// branch (naming its member in a batch). The order rows need no common lock order: each is
+/// claimed by this very transaction, so no other branch waits for it.
 async fn vote(
     state: &State,
     gid: &Gid,
-    work: &OrderWork,
+    works: &[OrderWork],
+    batch: bool,
     deadline: Deadline,
     repeat: bool,
 ) -> Result<Vote, sqlx::Error> {
     let Some(mut branch) = Branch::begin(&state.pool, gid, deadline, repeat).await? else {
         return Ok(Vote::Yes);
     };
-    let marked = match db::mark_paid(branch.tx(), &work.order_id, work.version, gid.txid()).await {
-        Ok(marked) => marked,
-        Err(error) => return Err(branch.fail(error).await),
-    };
-    match marked {
-        Ok(()) => branch.prepare().await,
-        Err(db::Unchanged::Unknown) => {
-            branch
-                .refuse(Refusal::business(
-                    "unknown_order",
-                    format!("order {:?} not found", work.order_id),
-                ))
-                .await
+    for (index, work) in works.iter().enumerate() {
+        let marked =
+            match db::mark_paid(branch.tx(), &work.order_id, work.version, gid.txid()).await {
+                Ok(marked) => marked,
+                Err(error) => return Err(branch.fail(error).await),
+            };
+        if let Err(unchanged) = marked {
+            let refusal = refusal(work, unchanged);
+            let refusal = if batch {
+                refusal.of_member(index)
+            } else {
+                refusal
+            };
+            return branch.refuse(refusal).await;
         }
-        Err(db::Unchanged::Paid) => {
-            branch
-                .refuse(Refusal::business(ALREADY_PAID, "order is already paid"))
-                .await
-        }
-        Err(db::Unchanged::Changed) => {
-            branch
-                .refuse(Refusal::transient(
-                    "order_changed",
-                    "items were added to the order during checkout, try again",
-                ))
-                .await
-        }
-        Err(db::Unchanged::Superseded) => {
-            branch
-                .refuse(Refusal::transient(
-                    "superseded",
-                    "another checkout of this order took over, try again",
-                ))
-                .await
-        }
+    }
+    branch.prepare().await
+}
+
+fn refusal(work: &OrderWork, unchanged: db::Unchanged) -> Refusal {
+    match unchanged {
+        db::Unchanged::Unknown => Refusal::business(
+            "unknown_order",
+            format!("order {:?} not found", work.order_id),
+        ),
+        db::Unchanged::Paid => Refusal::business(ALREADY_PAID, "order is already paid"),
+        db::Unchanged::Changed => Refusal::transient(
+            "order_changed",
+            "items were added to the order during checkout, try again",
+        ),
+        db::Unchanged::Superseded => Refusal::transient(
+            "superseded",
+            "another checkout of this order took over, try again",
+        ),
     }
 }
 

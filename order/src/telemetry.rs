@@ -12,6 +12,8 @@ pub const CHECKOUT_DURATION: &str = "checkout_duration_seconds";
 pub const CHECKOUTS_QUEUED: &str = "checkouts_queued";
 /// Time a checkout waited in the admission queue, in seconds.
 pub const CHECKOUT_QUEUE_WAIT: &str = "checkout_queue_wait_seconds";
+/// Checkouts in each batch sent to a coordinator (one global transaction), see `batch`.
+pub const CHECKOUT_BATCH_SIZE: &str = "checkout_batch_size";
 /// Looks at the stock of an item lately sold out before a checkout of it, by `result`
 /// (short: refused without a transaction / enough / failed), see `stock`.
 pub const STOCK_LOOKS: &str = "checkout_stock_looks_total";

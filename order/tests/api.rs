@@ -48,6 +48,8 @@ async fn world_with(adjust: impl FnOnce(&mut Config)) -> World {
         checkout_deadline_ms: 3_000,
         checkouts_in_flight: 64,
         checkout_queue_ms: 25_000,
+        checkout_batches: 2,
+        checkout_batch_max: 16,
         db_max_connections: 4,
     };
     adjust(&mut config);

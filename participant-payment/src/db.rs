@@ -72,6 +72,16 @@ pub async fn add_funds(db: impl PgExecutor<'_>, id: &str, amount: i64) -> Result
 /// Charges in one guarded statement; only when that changes nothing does a second read tell
 /// an unknown user from a poor one (users are never deleted, so the answer cannot race).
 /// Both `pay` and the checkout's branch charge through here.
+/// Locks the users in id order (a batch's, before each member is charged). Unknown ids are
+/// skipped; the members' work finds them.
+pub async fn lock_users(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<()> {
+    sqlx::query("select 1 from users where id = any($1) order by id for update")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn pay(conn: &mut PgConnection, id: &str, amount: i64) -> Result<()> {
     let done = sqlx::query("update users set credit = credit - $2 where id = $1 and credit >= $2")
         .bind(id)

@@ -51,4 +51,9 @@ impl participant_server::Participant for Payment {
     ) -> sqlx::Result<Result<(), Refusal>> {
         prepare::charge(conn, work).await
     }
+
+    async fn lock(conn: &mut PgConnection, works: &[Self::Work]) -> sqlx::Result<()> {
+        let ids: Vec<String> = works.iter().map(|work| work.user_id.clone()).collect();
+        db::lock_users(conn, &ids).await
+    }
 }

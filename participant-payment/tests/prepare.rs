@@ -213,3 +213,65 @@ async fn malformed_work_is_refused_with_400_and_prepares_nothing() {
     assert_eq!(credit_of(&app, "0").await, 10);
     assert!(app.prepared_gids().await.is_empty());
 }
+
+async fn prepare_batch(app: &TestApp, gid: &Gid, members: Value) -> (StatusCode, Value) {
+    let body = json!({
+        "gid": gid.to_string(),
+        "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)),
+        "work": members,
+    });
+    app.post_json(PREPARE, &body).await
+}
+
+#[tokio::test]
+async fn a_batch_charges_every_member_in_one_prepared_branch_or_none_naming_who_could_not_pay() {
+    let app = spawn_app().await;
+    assert_eq!(app.post("/payment/batch_init/3/10").await.0, StatusCode::OK);
+    // Users 2 and 0 both pay twice; the last member is user 0's third charge, over its credit.
+    let members = json!([
+        { "user_id": "2", "amount": 4 },
+        { "user_id": "0", "amount": 5 },
+        { "user_id": "2", "amount": 6 },
+        { "user_id": "0", "amount": 5 },
+    ]);
+    let gid = new_gid();
+    let (status, vote) = prepare_batch(&app, &gid, members.clone()).await;
+    assert_eq!((status, &vote), (StatusCode::OK, &json!({ "vote": "yes" })));
+    assert_eq!(
+        commit_prepared(&app.pool, &gid).await.unwrap(),
+        CommitResult::Committed
+    );
+    assert_eq!(
+        [
+            credit_of(&app, "0").await,
+            credit_of(&app, "1").await,
+            credit_of(&app, "2").await
+        ],
+        [0, 10, 0]
+    );
+
+    let refused = json!([
+        { "user_id": "1", "amount": 3 },
+        { "user_id": "0", "amount": 1 },
+        { "user_id": "1", "amount": 3 },
+    ]);
+    let gid = new_gid();
+    let (status, vote) = prepare_batch(&app, &gid, refused).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            vote["vote"].as_str(),
+            vote["code"].as_str(),
+            vote["member"].as_u64()
+        ),
+        (Some("no"), Some("insufficient_credit"), Some(1)),
+        "{vote}"
+    );
+    assert!(app.prepared_gids().await.is_empty());
+    assert_eq!(
+        credit_of(&app, "1").await,
+        10,
+        "the members before it are undone too"
+    );
+    assert!(!is_locked(&app, "1").await);
+}

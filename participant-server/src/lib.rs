@@ -58,6 +58,13 @@ pub trait Participant: Send + Sync + 'static {
         conn: &mut PgConnection,
         work: &Self::Work,
     ) -> impl Future<Output = sqlx::Result<Result<(), Refusal>>> + Send;
+
+    /// Locks the rows of a batch's members (several checkouts in one branch) all at once, in
+    /// sorted key order, before [`Participant::apply`] does each member's work.
+    fn lock(
+        conn: &mut PgConnection,
+        works: &[Self::Work],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
 }
 
 /// A participant service's configuration; tests build it directly.

@@ -9,7 +9,7 @@ use axum::{
 use sqlx::PgPool;
 use twopc::{
     branch::{transient_refusal, Branch},
-    wire::{PrepareRequest, Vote},
+    wire::{PrepareRequest, Refusal, Vote},
     Deadline, Gid, GidError,
 };
 
@@ -44,8 +44,8 @@ pub(crate) async fn prepare<P: Participant>(
     Json(request): Json<PrepareRequest>,
 ) -> Result<Json<Vote>, PrepareError> {
     let gid = Gid::parse(&request.gid)?;
-    let work = P::parse_work(request.work).map_err(PrepareError::Work)?;
-    let vote = match vote::<P>(&pool, &gid, request.deadline, request.repeat, &work).await {
+    let works = parse_batch::<P>(request.work)?;
+    let vote = match vote::<P>(&pool, &gid, request.deadline, request.repeat, &works).await {
         Ok(vote) => vote,
         // The branch is rolled back by now (dropped); a lock wait that ran out is a transient
         // no, anything else an error.
@@ -62,21 +62,72 @@ pub(crate) async fn prepare<P: Participant>(
     Ok(Json(vote))
 }
 
-#[tracing::instrument(skip(pool, work), fields(participant = P::NAME, %gid))]
+/// A work is one member's, or a JSON array of members' (a batch); each is read and checked.
+fn parse_batch<P: Participant>(work: serde_json::Value) -> Result<Batch<P::Work>, PrepareError> {
+    match work {
+        serde_json::Value::Array(members) if members.is_empty() => Err(PrepareError::Work(
+            "a batch needs at least one member".to_owned(),
+        )),
+        serde_json::Value::Array(members) => members
+            .into_iter()
+            .enumerate()
+            .map(|(index, work)| {
+                P::parse_work(work)
+                    .map_err(|error| PrepareError::Work(format!("member {index}: {error}")))
+            })
+            .collect::<Result<_, _>>()
+            .map(Batch::Members),
+        work => P::parse_work(work)
+            .map(Batch::One)
+            .map_err(PrepareError::Work),
+    }
+}
+
+/// The work of one branch: a lone member's, or a batch's.
+enum Batch<W> {
+    One(W),
+    Members(Vec<W>),
+}
+
+#[tracing::instrument(skip(pool, works), fields(participant = P::NAME, %gid))]
 async fn vote<P: Participant>(
     pool: &PgPool,
     gid: &Gid,
     deadline: Deadline,
     repeat: bool,
-    work: &P::Work,
+    works: &Batch<P::Work>,
 ) -> sqlx::Result<Vote> {
     let Some(mut branch) = Branch::begin(pool, gid, deadline, repeat).await? else {
         // Already prepared: a retry whose first answer was lost.
         return Ok(Vote::Yes);
     };
-    match P::apply(branch.tx(), work).await {
+    match apply::<P>(branch.tx(), works).await {
         Ok(Ok(())) => branch.prepare().await,
         Ok(Err(refusal)) => branch.refuse(refusal).await,
         Err(error) => Err(branch.fail(error).await),
     }
+}
+
+/// Does every member's work in order, all or none: the first refusal refuses the branch,
+/// naming its member. The rows of several members are locked first, all together in the
+/// participant's key order ([`Participant::lock`]): each member's own work locks in that order
+/// too, but one member after another would not, and two batches could then wait for each
+/// other.
+async fn apply<P: Participant>(
+    conn: &mut sqlx::PgConnection,
+    works: &Batch<P::Work>,
+) -> sqlx::Result<Result<(), Refusal>> {
+    let members = match works {
+        Batch::One(work) => return P::apply(conn, work).await,
+        Batch::Members(members) => members,
+    };
+    if members.len() > 1 {
+        P::lock(conn, members).await?;
+    }
+    for (index, work) in members.iter().enumerate() {
+        if let Err(refusal) = P::apply(conn, work).await? {
+            return Ok(Err(refusal.of_member(index)));
+        }
+    }
+    Ok(Ok(()))
 }

@@ -103,6 +103,16 @@ pub async fn read_items(
         .await
 }
 
+/// Locks the items in id order (a batch's, before each member takes its own). Unknown ids
+/// are skipped; the members' work finds them.
+pub async fn lock_items(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<()> {
+    sqlx::query("select 1 from items where id = any($1) order by id for update")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Takes `quantities[i]` of item `ids[i]` for every `i` that has that much, in one statement,
 /// and returns the ids taken from. Every row is locked first, in id order (the lock order
 /// every checkout follows, so two checkouts never wait for each other in a cycle); the update

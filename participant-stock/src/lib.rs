@@ -52,4 +52,12 @@ impl participant_server::Participant for Stock {
     ) -> sqlx::Result<Result<(), Refusal>> {
         prepare::reserve(conn, work).await
     }
+
+    async fn lock(conn: &mut PgConnection, works: &[Self::Work]) -> sqlx::Result<()> {
+        let ids: Vec<String> = works
+            .iter()
+            .flat_map(|work| work.items.iter().map(|line| line.item_id.clone()))
+            .collect();
+        db::lock_items(conn, &ids).await
+    }
 }

@@ -272,3 +272,66 @@ async fn wait_until_waiting_for_a_lock(app: &TestApp) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+async fn prepare_batch(app: &TestApp, gid: &Gid, members: Value) -> (StatusCode, Value) {
+    let body = json!({ "gid": gid.to_string(), "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)), "work": members });
+    app.post_json(PREPARE, &body).await
+}
+
+#[tokio::test]
+async fn a_batch_takes_every_members_stock_in_one_prepared_branch() {
+    let app = spawn_app().await;
+    assert_eq!(app.post("/stock/batch_init/3/10/1").await.0, StatusCode::OK);
+    let gid = new_gid();
+    let members = json!([
+        { "items": [{ "item_id": "2", "quantity": 3 }, { "item_id": "0", "quantity": 1 }] },
+        { "items": [{ "item_id": "0", "quantity": 9 }] },
+    ]);
+    let (status, vote) = prepare_batch(&app, &gid, members).await;
+    assert_eq!((status, &vote), (StatusCode::OK, &json!({ "vote": "yes" })));
+    assert_eq!(app.prepared_gids().await, vec![gid.to_string()]);
+    assert_eq!(
+        commit_prepared(&app.pool, &gid).await.unwrap(),
+        CommitResult::Committed
+    );
+    assert_eq!(stock_of(&app, "0").await, 0);
+    assert_eq!(stock_of(&app, "1").await, 10);
+    assert_eq!(stock_of(&app, "2").await, 7);
+}
+
+#[tokio::test]
+async fn a_batch_with_one_member_short_is_refused_whole_naming_that_member() {
+    let app = spawn_app().await;
+    assert_eq!(app.post("/stock/batch_init/2/10/1").await.0, StatusCode::OK);
+    let gid = new_gid();
+    // Each member alone fits; the second does not fit after the first.
+    let members = json!([
+        { "items": [{ "item_id": "1", "quantity": 1 }, { "item_id": "0", "quantity": 6 }] },
+        { "items": [{ "item_id": "0", "quantity": 6 }] },
+        { "items": [{ "item_id": "1", "quantity": 1 }] },
+    ]);
+    let (status, vote) = prepare_batch(&app, &gid, members).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(vote["vote"], "no");
+    assert_eq!(vote["code"], "out_of_stock");
+    assert_eq!(vote["business"], true);
+    assert_eq!(vote["member"], 1, "{vote}");
+    assert!(app.prepared_gids().await.is_empty());
+    assert_eq!(
+        stock_of(&app, "0").await,
+        10,
+        "the first member's take is undone too"
+    );
+    assert_eq!(stock_of(&app, "1").await, 10);
+    assert!(!is_locked(&app, "0").await);
+
+    let (status, reply) = prepare_batch(&app, &new_gid(), json!([])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    let (status, reply) = prepare_batch(
+        &app,
+        &new_gid(),
+        json!([{ "items": [{ "item_id": "0", "quantity": 0 }] }]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+}

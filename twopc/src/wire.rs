@@ -29,7 +29,9 @@ pub struct TransactionRequest {
 pub struct BranchRequest {
     /// The participant's name, as configured at the coordinator.
     pub participant: String,
-    /// The participant's business work; opaque to the coordinator.
+    /// The participant's business work; opaque to the coordinator. A JSON array is a batch:
+    /// the works of several members (checkouts) that share this one transaction, done in
+    /// order, all or none (see [`Refusal::member`]).
     pub work: serde_json::Value,
 }
 
@@ -56,14 +58,29 @@ pub struct Refusal {
     /// True for business refusals (the same request would be refused again); false for
     /// transient ones (a timeout, an unreachable participant, a lock wait that ran out).
     pub business: bool,
+    /// In a batch, the position of the member whose work was refused, in the work array the
+    /// participant was sent. The members are done in order, so a business refusal is about
+    /// the state the members before it left: only for the first member is it the truth about
+    /// that member alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<usize>,
 }
 
 impl Refusal {
+    /// The same refusal, about member `index` of a batch.
+    pub fn of_member(self, index: usize) -> Self {
+        Self {
+            member: Some(index),
+            ..self
+        }
+    }
+
     pub fn business(code: &str, message: impl Into<String>) -> Self {
         Self {
             code: code.to_owned(),
             message: message.into(),
             business: true,
+            member: None,
         }
     }
 
@@ -72,6 +89,7 @@ impl Refusal {
             code: code.to_owned(),
             message: message.into(),
             business: false,
+            member: None,
         }
     }
 }

@@ -372,7 +372,7 @@ impl System {
                 .arg(self.database_url(Service::Coordinator))
                 .arg("--id")
                 .arg(coordinator_id(index + 1));
-            for participant in [Service::Order, Service::Payment, Service::Stock] {
+            for participant in Service::PARTICIPANTS {
                 coordinator = coordinator.arg("--participant").arg(format!(
                     "{},{},{}",
                     participant.name(),
@@ -533,20 +533,13 @@ impl System {
 
     /// The URL of `service`'s database, as the superuser.
     pub fn database_url(&self, service: Service) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/{}",
-            self.config.ports.postgres(service),
-            service.name()
-        )
+        self.config.ports.database_url(service)
     }
 
     /// The URL of the `postgres` database on `service`'s server (in the high-availability
     /// mode: on its current primary, through the database router).
     pub fn admin_url(&self, service: Service) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres",
-            self.config.ports.postgres(service)
-        )
+        self.config.ports.admin_url(service)
     }
 
     /// The PostgreSQL instance of `service` (single-instance mode).

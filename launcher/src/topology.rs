@@ -9,7 +9,6 @@
 //! `haproxy-databases`, `etcd`; all numbered from 1.
 
 use crate::error::{Error, Result};
-use crate::patroni::NodePorts;
 use crate::ports;
 
 /// The process name of the database router (high-availability mode).
@@ -18,6 +17,16 @@ pub const HAPROXY_DATABASES: &str = "haproxy-databases";
 pub const ETCD: &str = "etcd";
 /// Patroni nodes per database: a primary and its synchronous standby.
 pub const NODES_PER_DATABASE: usize = 2;
+/// The database user every service and tool connects as: the superuser `initdb` creates.
+pub const SUPERUSER: &str = "postgres";
+/// The database on every server that exists before ours are created.
+pub const ADMIN_DATABASE: &str = "postgres";
+
+/// The URL of `database` on the PostgreSQL server (or database router frontend) on loopback
+/// port `port`, as [`SUPERUSER`].
+pub fn database_url(port: u16, database: &str) -> String {
+    format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{database}")
+}
 
 /// The four services; each also names its database and its PostgreSQL instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,6 +48,10 @@ impl Service {
 
     /// The services behind the gateway, each with an internal frontend.
     pub const BALANCED: [Service; 3] = [Service::Order, Service::Stock, Service::Payment];
+
+    /// The coordinators' participants, in the order they prepare them (the global lock
+    /// order: order, payment, stock).
+    pub const PARTICIPANTS: [Service; 3] = [Service::Order, Service::Payment, Service::Stock];
 
     /// `order`, `stock`, `payment`, `coordinator`: also the database name.
     pub fn name(self) -> &'static str {
@@ -183,6 +196,16 @@ impl Ports {
         }
     }
 
+    /// The URL of `service`'s database, as [`SUPERUSER`].
+    pub fn database_url(&self, service: Service) -> String {
+        database_url(self.postgres(service), service.name())
+    }
+
+    /// The URL of [`ADMIN_DATABASE`] on `service`'s server.
+    pub fn admin_url(&self, service: Service) -> String {
+        database_url(self.postgres(service), ADMIN_DATABASE)
+    }
+
     /// The ports of `service`'s instances.
     pub fn instances(&self, service: Service) -> &[u16] {
         match service {
@@ -234,6 +257,15 @@ pub enum Databases {
     /// A Patroni cluster per database (primary and synchronous standby) with etcd; HAProxy
     /// listens on [`Ports::postgres`] and routes to each cluster's current primary.
     Patroni(PatroniPorts),
+}
+
+/// The two ports of a Patroni node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePorts {
+    /// PostgreSQL's TCP port.
+    pub postgres: u16,
+    /// Patroni's REST API (HAProxy's health check asks it `GET /primary`).
+    pub rest: u16,
 }
 
 /// The extra ports of the high-availability mode.
@@ -322,5 +354,18 @@ mod tests {
         assert_eq!(ports.order, [8101, 8102]);
         assert_eq!(coordinator_id(2), "c2");
         assert_eq!(PatroniPorts::fixed().rest_ports()[..2], [8611, 8612]);
+    }
+
+    #[test]
+    fn every_database_of_the_fixed_layout_is_named_like_its_service_on_its_own_port() {
+        let ports = Ports::fixed(Instances::default());
+        assert_eq!(
+            ports.database_url(Service::Coordinator),
+            "postgres://postgres@127.0.0.1:5504/coordinator"
+        );
+        assert_eq!(
+            ports.admin_url(Service::Stock),
+            "postgres://postgres@127.0.0.1:5502/postgres"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use launcher::{Instances, Ports, Service};
 use sqlx::{postgres::PgPoolOptions, ConnectOptions, PgPool, Postgres, Transaction};
 
 use super::args::Cli;
@@ -24,17 +25,23 @@ pub(super) struct Databases {
 
 /// Opens every database and checks it answers, so a bad URL fails before anything changes.
 pub(super) async fn connect(cli: &Cli) -> Result<Databases, CliError> {
-    let log_url = cli.database_url.as_deref().ok_or_else(|| {
-        CliError::Usage("no decision log: give --database-url or set DATABASE_URL".to_owned())
-    })?;
-    if cli.participants.is_empty() {
-        return Err(CliError::Usage(
+    let (log_url, specs) = match (cli.database_url.as_deref(), cli.participants.is_empty()) {
+        (None, true) => local_system()?,
+        (None, false) => {
+            return Err(CliError::Usage(
+                "no decision log: give --database-url or set DATABASE_URL".to_owned(),
+            ))
+        }
+        (Some(_), true) => return Err(CliError::Usage(
             "no participants: give --participant NAME,DATABASE_URL or set COORDINATOR_PARTICIPANTS"
                 .to_owned(),
-        ));
-    }
-    let log = open("decision log", log_url).await?;
-    let specs: Vec<ParticipantSpec> = cli.participants.iter().map(|p| p.0.clone()).collect();
+        )),
+        (Some(log_url), false) => (
+            log_url.to_owned(),
+            cli.participants.iter().map(|p| p.0.clone()).collect(),
+        ),
+    };
+    let log = open("decision log", &log_url).await?;
     for spec in &specs {
         match open(&format!("participant {}", spec.name), &spec.database_url).await {
             Ok(pool) => pool.close().await,
@@ -50,6 +57,34 @@ pub(super) async fn connect(cli: &Cli) -> Result<Databases, CliError> {
         source,
     })?;
     Ok(Databases { log, participants })
+}
+
+/// The databases of the system `scripts/up` runs on this machine (its data in `.data/`), in
+/// the launcher's fixed layout, for a run given neither a decision log nor participants; says
+/// on stderr which databases it looks at.
+fn local_system() -> Result<(String, Vec<ParticipantSpec>), CliError> {
+    let ports = Ports::fixed(Instances::default());
+    let log_url = ports.database_url(Service::Coordinator);
+    let specs = Service::PARTICIPANTS
+        .into_iter()
+        .map(|service| {
+            ParticipantSpec::without_vote_endpoint(service.name(), &ports.database_url(service))
+                .map_err(CliError::Usage)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    eprintln!(
+        "wdm-recovery: no --database-url or --participant given; looking at the local system of \
+         scripts/up (data in .data/):"
+    );
+    eprintln!("  decision log: {}", redact(&log_url));
+    for spec in &specs {
+        eprintln!(
+            "  participant {}: {}",
+            spec.name,
+            redact(&spec.database_url)
+        );
+    }
+    Ok((log_url, specs))
 }
 
 async fn open(what: &str, url: &str) -> Result<PgPool, CliError> {

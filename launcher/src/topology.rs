@@ -8,6 +8,8 @@
 //! decision-log identity is `c<n>`), `pg-<database>` (or `pg-<database>-<n>` with Patroni),
 //! `haproxy-databases`, `etcd`; all numbered from 1.
 
+use std::net::{Ipv4Addr, SocketAddr};
+
 use crate::error::{Error, Result};
 use crate::ports;
 
@@ -100,6 +102,17 @@ pub fn coordinator_id(index: usize) -> String {
 /// The supervised name of gateway process `index` (from 1): `gateway-1`, ...
 pub fn gateway_process(index: usize) -> String {
     format!("gateway-{index}")
+}
+
+/// The address of loopback port `port`: every process of a system on this machine listens on
+/// 127.0.0.1.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// The HTTP base URL of loopback port `port`, e.g. `http://127.0.0.1:8000`.
+pub fn local_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
 }
 
 /// How many processes of each kind run.

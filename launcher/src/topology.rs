@@ -1,7 +1,10 @@
 //! What the checkout system consists of: its services, how many processes of each, their
 //! names, and every port. The fixed layout of `scripts/up` ([`Ports::fixed`],
-//! [`PatroniPorts::fixed`]) is written here and nowhere else: the launcher, the tests, the
-//! benchmark and the monitoring rendering (`prometheus/prometheus.yml`) all read it.
+//! [`PatroniPorts::fixed`], [`PROMETHEUS_PORT`], the database URLs) is written here and
+//! nowhere else: the launcher, the tests, the benchmark, the monitoring rendering
+//! (`prometheus/prometheus.yml`) and `wdm-recovery`'s local fallback all read it; what the
+//! containers do differently is in [`compose`], and `launcher/tests/compose_file.rs` holds
+//! `docker-compose.yml` and `docker/entrypoint` to this table.
 //!
 //! Process names, as the supervisor, the logs (`<name>.log`) and the README know them:
 //! `gateway-<n>` (HAProxy), `order-<n>`, `stock-<n>`, `payment-<n>`, `coordinator-<n>` (whose
@@ -19,6 +22,8 @@ pub const HAPROXY_DATABASES: &str = "haproxy-databases";
 pub const ETCD: &str = "etcd";
 /// Patroni nodes per database: a primary and its synchronous standby.
 pub const NODES_PER_DATABASE: usize = 2;
+/// Prometheus's port with `scripts/up --monitoring`, and in `docker-compose.yml`.
+pub const PROMETHEUS_PORT: u16 = 9090;
 /// The database user every service and tool connects as: the superuser `initdb` creates.
 pub const SUPERUSER: &str = "postgres";
 /// The database on every server that exists before ours are created.
@@ -340,6 +345,34 @@ impl PatroniPorts {
     /// Every node's Patroni REST port (where Prometheus scrapes it), in [`Service::ALL`] order.
     pub fn rest_ports(&self) -> Vec<u16> {
         self.nodes.iter().flatten().map(|node| node.rest).collect()
+    }
+}
+
+/// The same system in containers (`docker-compose.yml`, `docker/entrypoint`): every process a
+/// compose service named like its supervised process, found by name on the compose network.
+/// The gateway's frontends, the database router's frontends and etcd keep the ports of
+/// [`Ports::fixed`] and [`PatroniPorts::fixed`]; what differs is here. A launcher test
+/// (`launcher/tests/compose_file.rs`) holds the compose file to it.
+pub mod compose {
+    /// The port every service instance's container listens on.
+    pub const SERVICE_PORT: u16 = 8000;
+    /// Patroni's REST API in each database node's container.
+    pub const PATRONI_REST_PORT: u16 = 8008;
+    /// PostgreSQL in each database node's container.
+    pub const POSTGRES_PORT: u16 = 5432;
+    /// The compose service of the database router (`haproxy-databases` on one machine).
+    pub const DATABASE_ROUTER: &str = "db-router";
+    /// The compose service of the gateway: one container, where one machine runs
+    /// `gateway-<n>` processes.
+    pub const GATEWAY: &str = "gateway";
+    /// The URL of the database behind the router's port `port`, as the containers use it
+    /// (each database is the `postgres` database of its cluster).
+    pub fn database_url(port: u16) -> String {
+        format!(
+            "postgres://{}@{DATABASE_ROUTER}:{port}/{}",
+            super::SUPERUSER,
+            super::ADMIN_DATABASE
+        )
     }
 }
 

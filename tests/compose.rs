@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use launcher::topology::{
+    compose::{DATABASE_ROUTER, PATRONI_REST_PORT},
+    Instances, Ports, NODES_PER_DATABASE,
+};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use system_tests::{
@@ -33,20 +37,22 @@ const QUERY_LIMIT: Duration = Duration::from_secs(90);
 
 /// The compose files, relative to the repository.
 const FILES: [&str; 2] = ["docker-compose.yml", "docker-compose.local.yml"];
-/// The Patroni nodes (compose services) of every database.
-const DATABASES: [(Service, u16); 4] = [
-    (Service::Order, 5501),
-    (Service::Stock, 5502),
-    (Service::Payment, 5503),
-    (Service::Coordinator, 5504),
-];
-
 /// Every Patroni node's compose service, `pg-<database>-<n>`.
 fn patroni_nodes() -> Vec<String> {
-    DATABASES
-        .iter()
-        .flat_map(|(service, _)| (1..=2).map(move |n| format!("pg-{}-{n}", service.name())))
+    Service::ALL
+        .into_iter()
+        .flat_map(|service| (1..=NODES_PER_DATABASE).map(move |n| service.patroni_node(n)))
         .collect()
+}
+
+/// The database router's port for `service`'s database: the fixed layout's.
+fn database_port(service: Service) -> u16 {
+    Ports::fixed(Instances::default()).postgres(service)
+}
+
+/// Patroni's `GET /cluster` on `node`, inside the compose network.
+fn cluster_url(node: &str) -> String {
+    format!("http://{node}:{PATRONI_REST_PORT}/cluster")
 }
 
 fn repository() -> PathBuf {
@@ -261,11 +267,7 @@ impl Project {
     /// `psql` on `service`'s database through the database router, from the first Patroni
     /// container that runs it; retried while the database has no primary.
     async fn query(&self, service: Service, sql: &str) -> String {
-        let port = DATABASES
-            .iter()
-            .find(|(database, _)| *database == service)
-            .map(|(_, port)| port.to_string())
-            .expect("a database port");
+        let port = database_port(service).to_string();
         let deadline = Instant::now() + QUERY_LIMIT;
         let mut last_error = String::new();
         while Instant::now() < deadline {
@@ -278,7 +280,7 @@ impl Project {
                     &container,
                     "psql",
                     "-h",
-                    "db-router",
+                    DATABASE_ROUTER,
                     "-p",
                     &port,
                     "-U",
@@ -312,12 +314,12 @@ impl Project {
             name: String,
             role: String,
         }
-        for node in 1..=2 {
-            let node = format!("pg-{}-{node}", service.name());
+        for node in 1..=NODES_PER_DATABASE {
+            let node = service.patroni_node(node);
             let Some(container) = self.container(&node).await else {
                 continue;
             };
-            let url = format!("http://{node}:8008/cluster");
+            let url = cluster_url(&node);
             if let Ok(body) = docker(&["exec", &container, "curl", "-fsS", &url]).await {
                 let cluster: Cluster = serde_json::from_str(&body)
                     .unwrap_or_else(|error| panic!("{url}: {error}: {body}"));
@@ -331,13 +333,13 @@ impl Project {
 
     /// Waits until both nodes of every cluster run, one as the leader, one streaming.
     async fn wait_replicated(&self, limit: Duration) {
-        for (service, _) in DATABASES {
-            let node = format!("pg-{}-1", service.name());
+        for service in Service::ALL {
+            let node = service.patroni_node(1);
             wait_until(&format!("{} replicated", service.name()), limit, || async {
                 let Some(container) = self.container(&node).await else {
                     return false;
                 };
-                let url = format!("http://{node}:8008/cluster");
+                let url = cluster_url(&node);
                 docker(&["exec", &container, "curl", "-fsS", &url])
                     .await
                     .is_ok_and(|body| {

@@ -13,7 +13,7 @@ use system_tests::{
 
 /// The decision log and the participant databases, as the coordinator's environment names them.
 fn recovery_cli(system: &System, args: &[&str]) -> (i32, String, String) {
-    let participants: Vec<String> = [Service::Order, Service::Payment, Service::Stock]
+    let participants: Vec<String> = Service::PARTICIPANTS
         .into_iter()
         .map(|s| format!("{},{}", s.name(), system.database_url(s)))
         .collect();

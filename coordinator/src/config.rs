@@ -26,12 +26,25 @@ impl FromStr for ParticipantSpec {
                 "participant {s:?} is not NAME,BASE_URL,DATABASE_URL"
             ));
         };
+        Self::new(name, base_url, database_url)
+    }
+}
+
+impl ParticipantSpec {
+    /// A participant with a valid name.
+    pub fn new(name: &str, base_url: &str, database_url: &str) -> Result<Self, String> {
         twopc::gid::validate_name("participant", name).map_err(|e| e.to_string())?;
         Ok(Self {
             name: name.to_owned(),
             base_url: base_url.trim_end_matches('/').to_owned(),
             database_url: database_url.to_owned(),
         })
+    }
+
+    /// A participant known by its database alone, as the recovery CLI knows it: it finishes
+    /// branches and never asks for a vote, so the base URL stays empty.
+    pub fn without_vote_endpoint(name: &str, database_url: &str) -> Result<Self, String> {
+        Self::new(name, "", database_url)
     }
 }
 

@@ -422,3 +422,42 @@ async fn with_skip_unreachable_a_participant_outage_is_named_and_the_others_are_
     );
     world.clean_up().await;
 }
+
+#[test]
+fn given_no_database_at_all_it_looks_at_the_local_system_of_scripts_up_and_says_so() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wdm-recovery"))
+        .arg("list")
+        .env_remove("DATABASE_URL")
+        .env_remove("COORDINATOR_PARTICIPANTS")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run wdm-recovery");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    // Whether or not `scripts/up` runs here: it lists that system (0, 1) or cannot reach it (2).
+    assert!(
+        matches!(output.status.code(), Some(0..=2)),
+        "{:?}: {stderr}",
+        output.status
+    );
+    assert!(!stderr.contains("no decision log"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let ports = launcher::Ports::fixed(launcher::Instances::default());
+    assert!(
+        stderr.contains(&format!(
+            "decision log: {}",
+            ports.database_url(launcher::Service::Coordinator)
+        )),
+        "{stderr}"
+    );
+    for participant in launcher::Service::PARTICIPANTS {
+        assert!(
+            stderr.contains(&format!(
+                "participant {}: {}",
+                participant.name(),
+                ports.database_url(participant)
+            )),
+            "{stderr}"
+        );
+    }
+}

@@ -238,7 +238,7 @@ async fn test_postgres(dir: &Path) -> anyhow::Result<()> {
         ready = instance.wait_ready(Duration::from_secs(60)) => ready?,
         () = shutdown_signal() => return Ok(()),
     }
-    let url = instance.url("postgres");
+    let url = instance.url(crate::topology::ADMIN_DATABASE);
     write_atomically(&url_file, &url)?;
     println!("{url}");
     shutdown_signal().await;

@@ -20,7 +20,7 @@ use crate::ports;
 use crate::postgres::run;
 use crate::supervisor::CommandSpec;
 use crate::system::System;
-use crate::topology::{PatroniPorts, Ports};
+use crate::topology::{local_url, PatroniPorts, Ports, PROMETHEUS_PORT};
 
 /// Where Debian installs Prometheus; `$WDM_PROMETHEUS` overrides it.
 pub const BINARY: &str = "/usr/bin/prometheus";
@@ -30,8 +30,6 @@ pub const BINARY_VAR: &str = "WDM_PROMETHEUS";
 pub const PROMTOOL: &str = "/usr/bin/promtool";
 /// The supervised process name.
 pub const PROCESS: &str = "prometheus";
-/// The port of `scripts/up --monitoring`.
-pub const FIXED_PORT: u16 = 9090;
 /// The console every dashboard link starts from.
 pub const CONSOLE: &str = "checkout.html";
 
@@ -64,7 +62,7 @@ impl MonitoringConfig {
     /// `scripts/up --monitoring`: port 9090, a scrape every 5 s, alert at 60 s in doubt.
     pub fn fixed() -> Self {
         MonitoringConfig {
-            port: FIXED_PORT,
+            port: PROMETHEUS_PORT,
             scrape_interval: Duration::from_secs(5),
             in_doubt_age: Duration::from_secs(60),
         }
@@ -262,7 +260,7 @@ impl Monitoring {
 
 /// The console's URL on the Prometheus of `scripts/up --monitoring`.
 pub fn fixed_console_url() -> String {
-    format!("http://127.0.0.1:{FIXED_PORT}/consoles/{CONSOLE}")
+    format!("{}/consoles/{CONSOLE}", local_url(PROMETHEUS_PORT))
 }
 
 /// The Prometheus program to run.

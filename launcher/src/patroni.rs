@@ -22,6 +22,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::haproxy::render_template;
 use crate::postgres;
 use crate::supervisor::CommandSpec;
+pub use crate::topology::NodePorts;
 use crate::unix::{self, Signal};
 
 /// The node configuration template, built into the launcher so the binary runs anywhere.
@@ -32,15 +33,6 @@ pub const BINARY: &str = "/usr/bin/patroni";
 pub const BINARY_VAR: &str = "WDM_PATRONI";
 /// How long one REST call to Patroni may take.
 const REST_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The two ports of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodePorts {
-    /// PostgreSQL's TCP port.
-    pub postgres: u16,
-    /// Patroni's REST API (HAProxy's health check asks it `GET /primary`).
-    pub rest: u16,
-}
 
 /// One node of database `database`'s cluster.
 #[derive(Debug, Clone)]

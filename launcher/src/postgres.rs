@@ -15,6 +15,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::error::{Error, IoContext, Result};
 use crate::supervisor::CommandSpec;
+use crate::topology::{self, ADMIN_DATABASE};
 use crate::unix::{self, Signal};
 
 /// Where Debian installs PostgreSQL 15's server binaries.
@@ -64,7 +65,7 @@ impl PostgresInstance {
 
     /// The URL of database `dbname` as the `postgres` superuser (trust authentication).
     pub fn url(&self, dbname: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.port)
+        topology::database_url(self.port, dbname)
     }
 
     /// Creates the cluster unless the data directory already holds one, then (re)writes our
@@ -81,7 +82,7 @@ impl PostgresInstance {
                 "-A",
                 "trust",
                 "-U",
-                "postgres",
+                topology::SUPERUSER,
                 "-E",
                 "UTF8",
                 "--locale=C",
@@ -155,12 +156,12 @@ impl PostgresInstance {
 
     /// Waits until the server accepts connections, at most `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        wait_accepting(&self.url("postgres"), timeout).await
+        wait_accepting(&self.url(ADMIN_DATABASE), timeout).await
     }
 
     /// Creates database `name` unless it exists.
     pub async fn create_database(&self, name: &str) -> Result<()> {
-        create_database(&self.url("postgres"), name).await
+        create_database(&self.url(ADMIN_DATABASE), name).await
     }
 
     /// Deletes the instance directory with all its data (the server must not be running).

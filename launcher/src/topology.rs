@@ -1,15 +1,19 @@
 //! What the checkout system consists of: its services, how many processes of each, their
 //! names, and every port. The fixed layout of `scripts/up` ([`Ports::fixed`],
-//! [`PatroniPorts::fixed`]) is written here and nowhere else: the launcher, the tests, the
-//! benchmark and the monitoring rendering (`prometheus/prometheus.yml`) all read it.
+//! [`PatroniPorts::fixed`], [`PROMETHEUS_PORT`], the database URLs) is written here and
+//! nowhere else: the launcher, the tests, the benchmark, the monitoring rendering
+//! (`prometheus/prometheus.yml`) and `wdm-recovery`'s local fallback all read it; what the
+//! containers do differently is in [`compose`], and `launcher/tests/compose_file.rs` holds
+//! `docker-compose.yml` and `docker/entrypoint` to this table.
 //!
 //! Process names, as the supervisor, the logs (`<name>.log`) and the README know them:
 //! `gateway-<n>` (HAProxy), `order-<n>`, `stock-<n>`, `payment-<n>`, `coordinator-<n>` (whose
 //! decision-log identity is `c<n>`), `pg-<database>` (or `pg-<database>-<n>` with Patroni),
 //! `haproxy-databases`, `etcd`; all numbered from 1.
 
+use std::net::{Ipv4Addr, SocketAddr};
+
 use crate::error::{Error, Result};
-use crate::patroni::NodePorts;
 use crate::ports;
 
 /// The process name of the database router (high-availability mode).
@@ -18,6 +22,18 @@ pub const HAPROXY_DATABASES: &str = "haproxy-databases";
 pub const ETCD: &str = "etcd";
 /// Patroni nodes per database: a primary and its synchronous standby.
 pub const NODES_PER_DATABASE: usize = 2;
+/// Prometheus's port with `scripts/up --monitoring`, and in `docker-compose.yml`.
+pub const PROMETHEUS_PORT: u16 = 9090;
+/// The database user every service and tool connects as: the superuser `initdb` creates.
+pub const SUPERUSER: &str = "postgres";
+/// The database on every server that exists before ours are created.
+pub const ADMIN_DATABASE: &str = "postgres";
+
+/// The URL of `database` on the PostgreSQL server (or database router frontend) on loopback
+/// port `port`, as [`SUPERUSER`].
+pub fn database_url(port: u16, database: &str) -> String {
+    format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{database}")
+}
 
 /// The four services; each also names its database and its PostgreSQL instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,6 +55,10 @@ impl Service {
 
     /// The services behind the gateway, each with an internal frontend.
     pub const BALANCED: [Service; 3] = [Service::Order, Service::Stock, Service::Payment];
+
+    /// The coordinators' participants, in the order they prepare them (the global lock
+    /// order: order, payment, stock).
+    pub const PARTICIPANTS: [Service; 3] = [Service::Order, Service::Payment, Service::Stock];
 
     /// `order`, `stock`, `payment`, `coordinator`: also the database name.
     pub fn name(self) -> &'static str {
@@ -87,6 +107,17 @@ pub fn coordinator_id(index: usize) -> String {
 /// The supervised name of gateway process `index` (from 1): `gateway-1`, ...
 pub fn gateway_process(index: usize) -> String {
     format!("gateway-{index}")
+}
+
+/// The address of loopback port `port`: every process of a system on this machine listens on
+/// 127.0.0.1.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// The HTTP base URL of loopback port `port`, e.g. `http://127.0.0.1:8000`.
+pub fn local_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
 }
 
 /// How many processes of each kind run.
@@ -183,6 +214,16 @@ impl Ports {
         }
     }
 
+    /// The URL of `service`'s database, as [`SUPERUSER`].
+    pub fn database_url(&self, service: Service) -> String {
+        database_url(self.postgres(service), service.name())
+    }
+
+    /// The URL of [`ADMIN_DATABASE`] on `service`'s server.
+    pub fn admin_url(&self, service: Service) -> String {
+        database_url(self.postgres(service), ADMIN_DATABASE)
+    }
+
     /// The ports of `service`'s instances.
     pub fn instances(&self, service: Service) -> &[u16] {
         match service {
@@ -234,6 +275,15 @@ pub enum Databases {
     /// A Patroni cluster per database (primary and synchronous standby) with etcd; HAProxy
     /// listens on [`Ports::postgres`] and routes to each cluster's current primary.
     Patroni(PatroniPorts),
+}
+
+/// The two ports of a Patroni node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePorts {
+    /// PostgreSQL's TCP port.
+    pub postgres: u16,
+    /// Patroni's REST API (HAProxy's health check asks it `GET /primary`).
+    pub rest: u16,
 }
 
 /// The extra ports of the high-availability mode.
@@ -298,6 +348,34 @@ impl PatroniPorts {
     }
 }
 
+/// The same system in containers (`docker-compose.yml`, `docker/entrypoint`): every process a
+/// compose service named like its supervised process, found by name on the compose network.
+/// The gateway's frontends, the database router's frontends and etcd keep the ports of
+/// [`Ports::fixed`] and [`PatroniPorts::fixed`]; what differs is here. A launcher test
+/// (`launcher/tests/compose_file.rs`) holds the compose file to it.
+pub mod compose {
+    /// The port every service instance's container listens on.
+    pub const SERVICE_PORT: u16 = 8000;
+    /// Patroni's REST API in each database node's container.
+    pub const PATRONI_REST_PORT: u16 = 8008;
+    /// PostgreSQL in each database node's container.
+    pub const POSTGRES_PORT: u16 = 5432;
+    /// The compose service of the database router (`haproxy-databases` on one machine).
+    pub const DATABASE_ROUTER: &str = "db-router";
+    /// The compose service of the gateway: one container, where one machine runs
+    /// `gateway-<n>` processes.
+    pub const GATEWAY: &str = "gateway";
+    /// The URL of the database behind the router's port `port`, as the containers use it
+    /// (each database is the `postgres` database of its cluster).
+    pub fn database_url(port: u16) -> String {
+        format!(
+            "postgres://{}@{DATABASE_ROUTER}:{port}/{}",
+            super::SUPERUSER,
+            super::ADMIN_DATABASE
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +400,18 @@ mod tests {
         assert_eq!(ports.order, [8101, 8102]);
         assert_eq!(coordinator_id(2), "c2");
         assert_eq!(PatroniPorts::fixed().rest_ports()[..2], [8611, 8612]);
+    }
+
+    #[test]
+    fn every_database_of_the_fixed_layout_is_named_like_its_service_on_its_own_port() {
+        let ports = Ports::fixed(Instances::default());
+        assert_eq!(
+            ports.database_url(Service::Coordinator),
+            "postgres://postgres@127.0.0.1:5504/coordinator"
+        );
+        assert_eq!(
+            ports.admin_url(Service::Stock),
+            "postgres://postgres@127.0.0.1:5502/postgres"
+        );
     }
 }

@@ -46,7 +46,7 @@
 //! count a checkout as maybe applied.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -296,6 +296,8 @@ pub struct BatchResult {
     /// The member refused, and whether it came first in that participant's work (then a
     /// business refusal is the truth about it alone).
     refused: Option<(usize, bool)>,
+    /// For each member, the first member with its order (itself, but for a duplicate).
+    canonical: Vec<usize>,
     /// Each member's items, for the sold-out memory.
     lines: Vec<Vec<(String, i64)>>,
 }
@@ -321,7 +323,7 @@ impl BatchResult {
             ));
         };
         refusal.member = None;
-        let own = member == index;
+        let own = self.canonical.get(index) == Some(&member);
         if refusal.business && !(own && first) {
             refusal = batch_aborted();
         }
@@ -413,7 +415,7 @@ fn quantities(order: &db::Order) -> Result<Vec<(String, i64)>, Error> {
 /// its members in the batch's order, and for each branch the batch positions of its members.
 /// Members with nothing to do for a participant are left out of its work, and a participant
 /// with nothing to do is left out.
-fn branches(members: &[Member]) -> Result<Vec<(BranchRequest, Vec<usize>)>, Error> {
+fn branches(members: &[&Member]) -> Result<Vec<(BranchRequest, Vec<usize>)>, Error> {
     let json = |value: serde_json::Result<serde_json::Value>| {
         value.map_err(|e| Error::Internal(e.to_string()))
     };
@@ -478,12 +480,30 @@ async fn run_batch(state: State, attempt: Attempt, members: Vec<Member>) -> Arc<
         .min()
         .unwrap_or_else(Instant::now);
     let lines = members.iter().map(|member| member.lines.clone()).collect();
-    let branches = match branches(&members) {
+    // Two checkouts of one order in one batch (a duplicate request that arrived meanwhile:
+    // it finds the order claimed by this very txid, as a retry of a lost claim would) are one
+    // member: the order is paid and charged once, and both get its outcome.
+    let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(members.len());
+    let mut unique: Vec<&Member> = Vec::with_capacity(members.len());
+    let mut originals: Vec<usize> = Vec::with_capacity(members.len());
+    let canonical: Vec<usize> = members
+        .iter()
+        .enumerate()
+        .map(|(index, member)| {
+            *first_of.entry(member.order.id.as_str()).or_insert_with(|| {
+                unique.push(member);
+                originals.push(index);
+                index
+            })
+        })
+        .collect();
+    let branches = match branches(&unique) {
         Ok(branches) => branches,
         Err(error) => {
             return Arc::new(BatchResult {
                 outcome: Err(error.to_string()),
                 refused: None,
+                canonical,
                 lines,
             })
         }
@@ -503,7 +523,7 @@ async fn run_batch(state: State, attempt: Attempt, members: Vec<Member>) -> Arc<
             refusal,
         }) => refusal.member.and_then(|at| {
             let branch = names.iter().position(|name| name == participant)?;
-            let member = *positions[branch].get(at)?;
+            let member = originals[*positions[branch].get(at)?];
             Some((member, at == 0))
         }),
         _ => None,
@@ -511,6 +531,7 @@ async fn run_batch(state: State, attempt: Attempt, members: Vec<Member>) -> Arc<
     Arc::new(BatchResult {
         outcome: outcome.map_err(|error| error.to_string()),
         refused,
+        canonical,
         lines,
     })
 }

@@ -144,24 +144,56 @@ pub async fn mark_paid(
     if marked.rows_affected() == 1 {
         return Ok(Ok(()));
     }
+    Ok(Err(why_not_paid(db, id, version, txid).await?))
+}
+
+/// The order branch of a batch: [`mark_paid`] for every `(ids[i], versions[i])` in one
+/// statement. Returns the ids marked; the caller asks [`why_not_paid`] about the others.
+pub async fn mark_all_paid(
+    db: &mut PgConnection,
+    ids: &[String],
+    versions: &[i64],
+    txid: Uuid,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "update orders set paid = true \
+         from unnest($1::text[], $2::bigint[]) as w(id, version) \
+         where orders.id = w.id and not orders.paid and orders.version = w.version \
+               and orders.checkout_txid = $3 \
+         returning orders.id",
+    )
+    .bind(ids)
+    .bind(versions)
+    .bind(txid)
+    .fetch_all(db)
+    .await
+}
+
+/// Why order `id` could not be marked paid for transaction `txid` at `version`.
+pub async fn why_not_paid(
+    db: &mut PgConnection,
+    id: &str,
+    version: i64,
+    txid: Uuid,
+) -> Result<Unchanged, sqlx::Error> {
     let row = sqlx::query("select paid, version, checkout_txid from orders where id = $1")
         .bind(id)
         .fetch_optional(&mut *db)
         .await?;
     let Some(row) = row else {
-        return Ok(Err(Unchanged::Unknown));
+        return Ok(Unchanged::Unknown);
     };
     let paid: bool = row.try_get("paid")?;
     let current: i64 = row.try_get("version")?;
     let claimed: Option<Uuid> = row.try_get("checkout_txid")?;
-    Ok(Err(if paid {
+    Ok(if paid {
         Unchanged::Paid
     } else if current != version {
         Unchanged::Changed
     } else {
         debug_assert_ne!(claimed, Some(txid));
         Unchanged::Superseded
-    }))
+    })
 }
 
 /// Who holds an order's checkout, as [`claim`] found it.

@@ -75,8 +75,9 @@ pub async fn prepare(
 }
 
 /// Pays every order of the branch, all or none: the first that cannot be paid refuses the
-/// branch (naming its member in a batch). The order rows need no common lock order: each is
-/// claimed by this very transaction, so no other branch waits for it.
+/// branch (naming its member in a batch). A batch's orders are paid in one statement. The
+/// order rows need no common lock order: each is claimed by this very transaction, so no
+/// other branch waits for it.
 async fn vote(
     state: &State,
     gid: &Gid,
@@ -88,23 +89,46 @@ async fn vote(
     let Some(mut branch) = Branch::begin(&state.pool, gid, deadline, repeat).await? else {
         return Ok(Vote::Yes);
     };
-    for (index, work) in works.iter().enumerate() {
-        let marked =
-            match db::mark_paid(branch.tx(), &work.order_id, work.version, gid.txid()).await {
-                Ok(marked) => marked,
-                Err(error) => return Err(branch.fail(error).await),
-            };
-        if let Err(unchanged) = marked {
-            let refusal = refusal(work, unchanged);
+    let unpaid = match pay(branch.tx(), works, gid.txid()).await {
+        Ok(unpaid) => unpaid,
+        Err(error) => return Err(branch.fail(error).await),
+    };
+    match unpaid {
+        None => branch.prepare().await,
+        Some((index, unchanged)) => {
+            let refusal = refusal(&works[index], unchanged);
             let refusal = if batch {
                 refusal.of_member(index)
             } else {
                 refusal
             };
-            return branch.refuse(refusal).await;
+            branch.refuse(refusal).await
         }
     }
-    branch.prepare().await
+}
+
+/// Marks the orders paid; the first that cannot be, with why, if one cannot.
+async fn pay(
+    conn: &mut sqlx::PgConnection,
+    works: &[OrderWork],
+    txid: uuid::Uuid,
+) -> Result<Option<(usize, db::Unchanged)>, sqlx::Error> {
+    if let [work] = works {
+        let marked = db::mark_paid(conn, &work.order_id, work.version, txid).await?;
+        return Ok(marked.err().map(|unchanged| (0, unchanged)));
+    }
+    let ids: Vec<String> = works.iter().map(|w| w.order_id.clone()).collect();
+    let versions: Vec<i64> = works.iter().map(|w| w.version).collect();
+    let marked: std::collections::HashSet<String> = db::mark_all_paid(conn, &ids, &versions, txid)
+        .await?
+        .into_iter()
+        .collect();
+    let Some(index) = works.iter().position(|w| !marked.contains(&w.order_id)) else {
+        return Ok(None);
+    };
+    let work = &works[index];
+    let unchanged = db::why_not_paid(conn, &work.order_id, work.version, txid).await?;
+    Ok(Some((index, unchanged)))
 }
 
 fn refusal(work: &OrderWork, unchanged: db::Unchanged) -> Refusal {

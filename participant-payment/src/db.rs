@@ -72,13 +72,33 @@ pub async fn add_funds(db: impl PgExecutor<'_>, id: &str, amount: i64) -> Result
 /// Charges in one guarded statement; only when that changes nothing does a second read tell
 /// an unknown user from a poor one (users are never deleted, so the answer cannot race).
 /// Both `pay` and the checkout's branch charge through here.
-/// Locks the users in id order (a batch's, before each member is charged). Unknown ids are
-/// skipped; the members' work finds them.
-pub async fn lock_users(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<()> {
-    sqlx::query("select 1 from users where id = any($1) order by id for update")
+/// Locks the users in id order and reads their credit as it is once locked. Unknown ids are
+/// missing.
+pub async fn lock_users(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("select id, credit from users where id = any($1) order by id for update")
         .bind(ids)
-        .execute(conn)
-        .await?;
+        .fetch_all(conn)
+        .await
+}
+
+/// Subtracts `amounts[i]` from the credit of user `ids[i]`, rows the caller has locked and
+/// checked.
+pub async fn charge_locked(
+    conn: &mut PgConnection,
+    ids: &[String],
+    amounts: &[i64],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update users set credit = users.credit - w.amount \
+         from unnest($1::text[], $2::bigint[]) as w(id, amount) where users.id = w.id",
+    )
+    .bind(ids)
+    .bind(amounts)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

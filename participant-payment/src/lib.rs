@@ -52,8 +52,10 @@ impl participant_server::Participant for Payment {
         prepare::charge(conn, work).await
     }
 
-    async fn lock(conn: &mut PgConnection, works: &[Self::Work]) -> sqlx::Result<()> {
-        let ids: Vec<String> = works.iter().map(|work| work.user_id.clone()).collect();
-        db::lock_users(conn, &ids).await
+    async fn apply_batch(
+        conn: &mut PgConnection,
+        works: &[Self::Work],
+    ) -> sqlx::Result<Result<(), (usize, Refusal)>> {
+        prepare::charge_batch(conn, works).await
     }
 }

@@ -53,3 +53,45 @@ pub async fn charge(
         Err(other) => Err(sqlx::Error::Protocol(format!("unexpected: {other}"))),
     }
 }
+
+/// Charges a batch's members as [`charge`] would one after another, all or none, or names the
+/// first member that cannot pay: every user locked in id order and read, and one update of
+/// the totals.
+pub async fn charge_batch(
+    conn: &mut PgConnection,
+    works: &[PaymentWork],
+) -> sqlx::Result<std::result::Result<(), (usize, Refusal)>> {
+    let mut totals: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for work in works {
+        let total = totals.entry(work.user_id.as_str()).or_insert(0);
+        // Only used once every member can pay, when the sum is below the credit.
+        *total = total.saturating_add(work.amount);
+    }
+    let ids: Vec<String> = totals.keys().map(|id| (*id).to_owned()).collect();
+    let mut credit: std::collections::HashMap<String, i64> = db::lock_users(&mut *conn, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    for (index, work) in works.iter().enumerate() {
+        let error = match credit.get_mut(&work.user_id) {
+            None => Error::UnknownUser(work.user_id.clone()),
+            Some(left) if *left < work.amount => Error::InsufficientCredit {
+                user_id: work.user_id.clone(),
+                credit: *left,
+                wanted: work.amount,
+            },
+            Some(left) => {
+                *left -= work.amount;
+                continue;
+            }
+        };
+        let code = match error {
+            Error::UnknownUser(_) => "unknown_user",
+            _ => "insufficient_credit",
+        };
+        return Ok(Err((index, Refusal::business(code, error.to_string()))));
+    }
+    let amounts: Vec<i64> = totals.values().copied().collect();
+    db::charge_locked(conn, &ids, &amounts).await?;
+    Ok(Ok(()))
+}

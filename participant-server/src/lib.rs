@@ -59,12 +59,15 @@ pub trait Participant: Send + Sync + 'static {
         work: &Self::Work,
     ) -> impl Future<Output = sqlx::Result<Result<(), Refusal>>> + Send;
 
-    /// Locks the rows of a batch's members (several checkouts in one branch) all at once, in
-    /// sorted key order, before [`Participant::apply`] does each member's work.
-    fn lock(
+    /// Does the works of a batch's members (several checkouts sharing one branch) as if
+    /// [`Participant::apply`] did each in turn, all or none: the first member that cannot be
+    /// done is refused, with its position. The rows of every member are locked together, in
+    /// sorted key order (one member after another would not lock in that order, and two
+    /// batches could then wait for each other).
+    fn apply_batch(
         conn: &mut PgConnection,
         works: &[Self::Work],
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    ) -> impl Future<Output = sqlx::Result<Result<(), (usize, Refusal)>>> + Send;
 }
 
 /// A participant service's configuration; tests build it directly.

@@ -108,26 +108,18 @@ async fn vote<P: Participant>(
     }
 }
 
-/// Does every member's work in order, all or none: the first refusal refuses the branch,
-/// naming its member. The rows of several members are locked first, all together in the
-/// participant's key order ([`Participant::lock`]): each member's own work locks in that order
-/// too, but one member after another would not, and two batches could then wait for each
-/// other.
+/// Does the branch's work: a lone member's, or a batch's all or none, the first refusal
+/// naming its member.
 async fn apply<P: Participant>(
     conn: &mut sqlx::PgConnection,
     works: &Batch<P::Work>,
 ) -> sqlx::Result<Result<(), Refusal>> {
-    let members = match works {
+    let refused = match works {
         Batch::One(work) => return P::apply(conn, work).await,
-        Batch::Members(members) => members,
+        Batch::Members(members) if members.len() == 1 => P::apply(conn, &members[0])
+            .await?
+            .map_err(|refusal| (0, refusal)),
+        Batch::Members(members) => P::apply_batch(conn, members).await?,
     };
-    if members.len() > 1 {
-        P::lock(conn, members).await?;
-    }
-    for (index, work) in members.iter().enumerate() {
-        if let Err(refusal) = P::apply(conn, work).await? {
-            return Ok(Err(refusal.of_member(index)));
-        }
-    }
-    Ok(Ok(()))
+    Ok(refused.map_err(|(index, refusal)| refusal.of_member(index)))
 }

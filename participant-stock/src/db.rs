@@ -103,13 +103,32 @@ pub async fn read_items(
         .await
 }
 
-/// Locks the items in id order (a batch's, before each member takes its own). Unknown ids
-/// are skipped; the members' work finds them.
-pub async fn lock_items(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<()> {
-    sqlx::query("select 1 from items where id = any($1) order by id for update")
+/// Locks the items in id order and reads their stock as it is once locked. Unknown ids are
+/// missing.
+pub async fn lock_items(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("select id, stock from items where id = any($1) order by id for update")
         .bind(ids)
-        .execute(conn)
-        .await?;
+        .fetch_all(conn)
+        .await
+}
+
+/// Subtracts `quantities[i]` from item `ids[i]`, rows the caller has locked and checked.
+pub async fn subtract_locked(
+    conn: &mut PgConnection,
+    ids: &[String],
+    quantities: &[i64],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update items set stock = items.stock - w.quantity \
+         from unnest($1::text[], $2::bigint[]) as w(id, quantity) where items.id = w.id",
+    )
+    .bind(ids)
+    .bind(quantities)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -53,11 +53,10 @@ impl participant_server::Participant for Stock {
         prepare::reserve(conn, work).await
     }
 
-    async fn lock(conn: &mut PgConnection, works: &[Self::Work]) -> sqlx::Result<()> {
-        let ids: Vec<String> = works
-            .iter()
-            .flat_map(|work| work.items.iter().map(|line| line.item_id.clone()))
-            .collect();
-        db::lock_items(conn, &ids).await
+    async fn apply_batch(
+        conn: &mut PgConnection,
+        works: &[Self::Work],
+    ) -> sqlx::Result<Result<(), (usize, Refusal)>> {
+        prepare::reserve_batch(conn, works).await
     }
 }

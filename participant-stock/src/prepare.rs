@@ -92,6 +92,54 @@ pub async fn reserve(
     })))
 }
 
+/// Takes the quantities of a batch's members as [`reserve`] would one after another, all or
+/// none, or names the first member that cannot have its own: a look without locks first (as
+/// for one member), then every item locked in id order and read, and one update of the totals.
+pub async fn reserve_batch(
+    conn: &mut PgConnection,
+    works: &[StockWork],
+) -> sqlx::Result<std::result::Result<(), (usize, Refusal)>> {
+    let mut totals: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for line in works.iter().flat_map(|work| &work.items) {
+        let total = totals.entry(line.item_id.as_str()).or_insert(0);
+        // Only used once every member fits, when the sum is below the stock.
+        *total = total.saturating_add(line.quantity);
+    }
+    let ids: Vec<String> = totals.keys().map(|id| (*id).to_owned()).collect();
+    let committed: HashMap<String, i64> = db::read_items(&mut *conn, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    if let Some(refused) = first_short(works, committed) {
+        return Ok(Err(refused));
+    }
+    let locked: HashMap<String, i64> = db::lock_items(&mut *conn, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    if let Some(refused) = first_short(works, locked) {
+        return Ok(Err(refused));
+    }
+    let quantities: Vec<i64> = totals.values().copied().collect();
+    db::subtract_locked(conn, &ids, &quantities).await?;
+    Ok(Ok(()))
+}
+
+/// The first member that `stock`, less what the members before it take, cannot cover.
+fn first_short(works: &[StockWork], mut stock: HashMap<String, i64>) -> Option<(usize, Refusal)> {
+    for (index, work) in works.iter().enumerate() {
+        if let Some(refusal) = shortfall(work, &stock) {
+            return Some((index, refusal));
+        }
+        for line in &work.items {
+            if let Some(left) = stock.get_mut(&line.item_id) {
+                *left -= line.quantity;
+            }
+        }
+    }
+    None
+}
+
 /// Why `stock` cannot cover the work, if it cannot.
 fn shortfall(work: &StockWork, stock: &HashMap<String, i64>) -> Option<Refusal> {
     for line in &work.items {

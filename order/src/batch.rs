@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use twopc::Deadline;
 use uuid::Uuid;
 
@@ -150,20 +150,24 @@ impl<M: Send + 'static, R: Clone + Send + Sync + 'static> Batches<M, R> {
         if !attempt.fits(budget) {
             return None;
         }
+        // With a place free the batch goes at once, closed to newcomers; otherwise it gathers
+        // them until a place comes free.
+        let place = self.places.clone().try_acquire_owned().ok();
+        let open = !alone && place.is_none();
         let batch = Arc::new(Batch {
             attempt,
             members: Mutex::new(Members {
                 joining: 1,
                 ready: Vec::new(),
-                open: !alone,
+                open,
             }),
             changed: Notify::new(),
             result: watch::Sender::new(Done::Waiting),
         });
-        if !alone {
+        if open {
             *forming = Some(batch.clone());
         }
-        tokio::spawn(drive(batch.clone(), self.places.clone(), run));
+        tokio::spawn(drive(batch.clone(), place, self.places.clone(), run));
         Some(Ticket {
             batch,
             joined: true,
@@ -171,17 +175,24 @@ impl<M: Send + 'static, R: Clone + Send + Sync + 'static> Batches<M, R> {
     }
 }
 
-/// Runs one batch: waits for a place, closes the batch to newcomers, waits until every
-/// member that joined is ready or gone, runs it and announces the result.
-async fn drive<M, R, F, Fut>(batch: Arc<Batch<M, R>>, places: Arc<Semaphore>, run: F)
-where
+/// Runs one batch: waits for a place (unless it has one), closes the batch to newcomers,
+/// waits until every member that joined is ready or gone, runs it and announces the result.
+async fn drive<M, R, F, Fut>(
+    batch: Arc<Batch<M, R>>,
+    place: Option<OwnedSemaphorePermit>,
+    places: Arc<Semaphore>,
+    run: F,
+) where
     M: Send + 'static,
     R: Clone + Send + Sync + 'static,
     F: FnOnce(Attempt, Vec<M>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = R> + Send + 'static,
 {
-    // The semaphore is never closed.
-    let place = places.acquire_owned().await.ok();
+    let place = match place {
+        Some(place) => Some(place),
+        // The semaphore is never closed.
+        None => places.acquire_owned().await.ok(),
+    };
     lock(&batch.members).open = false;
     let members = loop {
         let changed = batch.changed.notified();
@@ -244,4 +255,111 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Sizes = Batches<u32, Vec<u32>>;
+
+    fn batches(places: usize, max: usize) -> Arc<Sizes> {
+        Arc::new(Batches::new(
+            places,
+            max,
+            Duration::from_secs(5),
+            Duration::from_secs(3),
+        ))
+    }
+
+    fn budget() -> Instant {
+        Instant::now() + Duration::from_secs(20)
+    }
+
+    #[tokio::test]
+    async fn a_lone_checkout_runs_at_once_and_those_arriving_meanwhile_gather_in_the_next_batch() {
+        let batches = batches(1, 16);
+        let (release, hold) = tokio::sync::oneshot::channel::<()>();
+        let first = batches
+            .join(false, budget(), move |_, members: Vec<u32>| async move {
+                let _ = hold.await;
+                members
+            })
+            .unwrap();
+        let first = tokio::spawn(first.run(0));
+        // The only place is taken by the first batch: the next three gather in one.
+        let mut waiting = Vec::new();
+        for member in 1..=3 {
+            let ticket = batches
+                .join(
+                    false,
+                    budget(),
+                    |_, members: Vec<u32>| async move { members },
+                )
+                .unwrap();
+            waiting.push(tokio::spawn(ticket.run(member)));
+        }
+        // One that joined and left (its order was paid) is not waited for.
+        drop(
+            batches
+                .join(
+                    false,
+                    budget(),
+                    |_, members: Vec<u32>| async move { members },
+                )
+                .unwrap(),
+        );
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), Some((0, vec![0])));
+        for (position, task) in waiting.into_iter().enumerate() {
+            assert_eq!(task.await.unwrap(), Some((position, vec![1, 2, 3])));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_and_one_run_alone_take_no_newcomers() {
+        let batches = batches(1, 2);
+        let (release, hold) = tokio::sync::oneshot::channel::<()>();
+        let blocker = batches
+            .join(false, budget(), move |_, members: Vec<u32>| async move {
+                let _ = hold.await;
+                members
+            })
+            .unwrap();
+        let blocker = tokio::spawn(blocker.run(0));
+        let run = |_, members: Vec<u32>| async move { members };
+        let tickets: Vec<_> = (1..=3)
+            .map(|_| batches.join(false, budget(), run).unwrap())
+            .collect();
+        let alone = batches.join(true, budget(), run).unwrap();
+        let txids: Vec<Uuid> = tickets.iter().map(|t| t.attempt().txid).collect();
+        assert_eq!(txids[0], txids[1]);
+        assert_ne!(txids[1], txids[2], "at most 2 in a batch");
+        assert!(!txids.contains(&alone.attempt().txid));
+        let tasks: Vec<_> = tickets
+            .into_iter()
+            .zip(1..)
+            .map(|(ticket, member)| tokio::spawn(ticket.run(member)))
+            .collect();
+        let alone = tokio::spawn(alone.run(9));
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap().unwrap().1);
+        }
+        assert_eq!(results, vec![vec![1, 2], vec![1, 2], vec![3]]);
+        assert_eq!(alone.await.unwrap(), Some((0, vec![9])));
+    }
+
+    #[tokio::test]
+    async fn no_attempt_is_made_that_would_end_after_the_budget() {
+        let batches = batches(1, 16);
+        let short = Instant::now() + Duration::from_secs(1);
+        assert!(batches
+            .join(false, short, |_, members: Vec<u32>| async move { members })
+            .is_none());
+        assert!(!batches.fits(short));
+        assert!(batches.fits(budget()));
+    }
 }

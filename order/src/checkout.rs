@@ -1,4 +1,5 @@
-//! Checkout: one global transaction through the coordinator.
+//! Checkout: one global transaction through the coordinator, shared with the checkouts of
+//! this instance that are ready at the same moment ([`crate::batch`]).
 //!
 //! The reply tells the truth in every case:
 //! * committed: 200 once every branch is committed, so a read right after sees it. If a
@@ -23,6 +24,12 @@
 //! the claimed txid, so a superseded transaction can never commit. A claim is taken over only
 //! once its transaction is known to have aborted, which every coordinator can establish once
 //! the transaction's deadline has passed.
+//!
+//! **A batch's refusal is one member's.** A batch commits or aborts as a whole. Only a
+//! business refusal of the first member of a branch's work is that checkout's answer; any
+//! other refused member runs again alone, and the other members of the aborted batch run
+//! again at once (`BatchResult::for_member`). A checkout that follows another's claim takes
+//! a commit for its own only if its order is paid (`followed`).
 //!
 //! **Transient aborts are retried here**, with a fresh transaction, as long as another whole
 //! attempt fits in the checkout's budget: a lock queue that ran out, a participant instance

@@ -9,6 +9,9 @@
 //! 2. `payment`: charges the user;
 //! 3. `stock`: takes every item (quantities of one item summed).
 //!
+//! Under load, the checkouts that are ready at the same moment share one such transaction,
+//! each branch carrying all of their works (see [`batch`]).
+//!
 //! The order is paid if and only if the transaction committed, so `paid` is the truth about a
 //! checkout even when a crash cut its reply.
 

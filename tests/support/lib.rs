@@ -54,6 +54,10 @@ where
 pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
+    /// A client that keeps no idle connection: each request opens its own, so a request's
+    /// connection error can be placed in time against a fault (see
+    /// [`Api::checkout_retrying`]).
+    unpooled: reqwest::Client,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -84,6 +88,11 @@ impl Api {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .pool_max_idle_per_host(256)
+                .build()
+                .expect("client"),
+            unpooled: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .pool_max_idle_per_host(0)
                 .build()
                 .expect("client"),
         }
@@ -645,12 +654,17 @@ pub const ATTEMPTS: usize = 3;
 impl Api {
     /// POST /orders/checkout/{order}, retried at once after a connection error, at most
     /// [`ATTEMPTS`] tries (a client of a gateway that lost a process does just that).
+    ///
+    /// Every attempt opens its own connection. With a pool, an attempt could be handed an idle
+    /// connection to a gateway process killed before the attempt began, whose close the pool
+    /// had not yet seen; its error would then belong to the kill, yet start after it. A fresh
+    /// connection opened after a process is gone can only reach a live one.
     pub async fn checkout_retrying(&self, order: &str) -> TriedCheckout {
         let url = format!("{}/orders/checkout/{order}", self.base);
         let mut attempts = Vec::new();
         for _ in 0..ATTEMPTS {
             let started = Instant::now();
-            let reply = match self.http.post(&url).send().await {
+            let reply = match self.unpooled.post(&url).send().await {
                 // The body is read so that a reply cut off counts as the error it is.
                 Ok(response) => {
                     let status = response.status();

@@ -453,14 +453,7 @@ async fn the_compose_system_survives_killed_containers() {
         cpus > 0.0 && cpus <= 20.0,
         "CPU limits sum to {cpus}, not within 20"
     );
-    let api = Api {
-        base: format!("http://127.0.0.1:{}", project.gateway_port),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(256)
-            .build()
-            .expect("client"),
-    };
+    let api = Api::at(format!("http://127.0.0.1:{}", project.gateway_port));
     wait_until("the gateway answers", UP_LIMIT, || async {
         api.http
             .get(format!("{}/stock/find/none", api.base))

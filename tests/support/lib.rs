@@ -83,8 +83,14 @@ pub struct Order {
 
 impl Api {
     pub fn new(system: &System) -> Self {
+        Self::at(system.gateway_url())
+    }
+
+    /// A client of the gateway at `base` (`http://host:port`), for a system not started by
+    /// the launcher (the containers).
+    pub fn at(base: String) -> Self {
         Self {
-            base: system.gateway_url(),
+            base,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .pool_max_idle_per_host(256)

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use service_kit::sync::lock;
 use tokio::sync::watch;
 use twopc::wire::Outcome;
 use uuid::Uuid;
@@ -112,12 +113,6 @@ impl InFlight {
             outcomes.order.push_back((now, txid));
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -148,30 +148,12 @@ impl DecisionLog {
         let _ = self.finisher.send(txid);
     }
 
-    /// Marks decisions finished right away (recovery).
-    pub async fn finish_now(&self, txids: &[Uuid]) -> Result<(), sqlx::Error> {
-        mark_finished(&self.pool, txids).await
-    }
-
     pub async fn lookup(&self, txid: Uuid) -> Result<Option<Decision>, sqlx::Error> {
         lookup(&self.pool, txid).await
     }
 
-    /// Decisions of this coordinator whose branches are not all known to be committed.
-    pub async fn unfinished(&self) -> Result<HashMap<Uuid, Decision>, sqlx::Error> {
-        unfinished(&self.pool, &self.coordinator).await
-    }
-
-    pub async fn record_hazard(&self, gid: &twopc::Gid) -> Result<(), sqlx::Error> {
-        record_hazard(&self.pool, gid).await
-    }
-
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    pub fn coordinator(&self) -> &str {
-        &self.coordinator
     }
 }
 

@@ -28,6 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use service_kit::sync::lock;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use twopc::Deadline;
 use uuid::Uuid;
@@ -249,12 +250,6 @@ impl<M, R> Drop for Ticket<M, R> {
             self.batch.changed.notify_one();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ pub const CHECKOUT_BATCH_SIZE: &str = "checkout_batch_size";
 /// Looks at the stock of an item lately sold out before a checkout of it, by `result`
 /// (short: refused without a transaction / enough / failed), see `stock`.
 pub const STOCK_LOOKS: &str = "checkout_stock_looks_total";
-/// Votes of the order branch, by `participant` and `vote`.
-pub const VOTES: &str = "twopc_votes_total";
+/// Votes of the order branch (the one name every participant counts in).
+pub use twopc::VOTES_METRIC as VOTES;
 
 /// Exports the checkout outcomes and votes as 0 before the first checkout, so dashboards and
 /// alerts can take `rate()` of them from start-up.

@@ -26,8 +26,7 @@ use twopc::wire::Refusal;
 
 pub use prepare::PrepareError;
 
-/// Prepare votes cast, by `participant` and `vote` (`yes`, `no`).
-pub const VOTES: &str = "twopc_votes_total";
+pub use twopc::VOTES_METRIC as VOTES;
 
 /// Markers are read only while a decision is unfinished, which recovery settles in seconds.
 pub const MARKER_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);

@@ -9,6 +9,7 @@
 pub mod db;
 pub mod http;
 pub mod params;
+pub mod sync;
 pub mod telemetry;
 
 pub use params::{parse_amount, parse_count, parse_id, ParamError};

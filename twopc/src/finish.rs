@@ -113,16 +113,6 @@ pub async fn list_prepared(
     Ok(branches)
 }
 
-pub async fn is_prepared(pool: &PgPool, gid: &Gid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists (select 1 from pg_prepared_xacts \
-         where database = current_database() and gid = $1)",
-    )
-    .bind(gid.to_string())
-    .fetch_one(pool)
-    .await
-}
-
 pub async fn marker_exists(pool: &PgPool, gid: &Gid) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(&format!(
         "select exists (select 1 from {MARKER_TABLE} where gid = $1)"

@@ -23,3 +23,8 @@ pub mod wire;
 
 pub use deadline::Deadline;
 pub use gid::{Gid, GidError};
+
+/// The metric every participant counts its prepare votes in, by `participant` and `vote`
+/// (`yes`, `no`). One name for every side that votes (the order service's own
+/// branch, stock and payment), so one query sums them.
+pub const VOTES_METRIC: &str = "twopc_votes_total";

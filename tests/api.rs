@@ -274,3 +274,46 @@ async fn killing_one_instance_of_each_service_fails_no_request_after_haproxy_not
             .expect("running again");
     }
 }
+
+/// Every metric family that any service exports says what it is: a `# HELP` line beside its
+/// `# TYPE` line, after a checkout has made every kind of service record something.
+#[tokio::test]
+async fn every_metric_of_every_service_has_help_and_type() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let item = api.create_item(1).await;
+    api.ok(&format!("/stock/add/{item}/1")).await;
+    let user = api.create_user().await;
+    api.ok(&format!("/payment/add_funds/{user}/1")).await;
+    let order = api.create_order(&user).await;
+    api.ok(&format!("/orders/addItem/{order}/{item}/1")).await;
+    assert_eq!(api.checkout(&order).await, StatusCode::OK);
+
+    for service in Service::ALL {
+        for process in system.processes(service) {
+            let base = system.instance_url(&process).expect("instance url");
+            let text = api
+                .http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .and_then(|response| response.error_for_status())
+                .expect("GET /metrics")
+                .text()
+                .await
+                .expect("metrics body");
+            let described = |kind: &str| -> std::collections::BTreeSet<String> {
+                text.lines()
+                    .filter_map(|line| line.strip_prefix(kind))
+                    .filter_map(|rest| rest.split_whitespace().next())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let typed = described("# TYPE ");
+            let helped = described("# HELP ");
+            assert!(!typed.is_empty(), "{process}: no metric on /metrics");
+            let missing: Vec<_> = typed.difference(&helped).collect();
+            assert!(missing.is_empty(), "{process}: no # HELP for {missing:?}");
+        }
+    }
+}

@@ -57,6 +57,7 @@ impl Coordinator {
     /// binds. Nothing is served before recovery has looked at every reachable participant.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let metrics = service_kit::telemetry::init_metrics();
+        telemetry::register();
         let pool = service_kit::db::connect(
             &config.database_url,
             config.db_max_connections,

@@ -565,7 +565,6 @@ pub async fn report_hazard(app: &App, gid: &Gid, decision: protocol::Decision) {
 
 /// Runs one round for the live coordinator, unless the operators' CLI holds the recovery lock.
 pub async fn round(app: &App) -> Result<Option<Applied>, sqlx::Error> {
-    telemetry::register();
     service_kit::telemetry::record_pool(app.log.pool(), "coordinator");
     for participant in app.participants.iter() {
         service_kit::telemetry::record_pool(&participant.pool, &participant.name);

@@ -1,5 +1,7 @@
 //! Metric names of the coordinator (labels stay bounded: outcome, phase, participant, action).
 
+use service_kit::telemetry::{Kind, Metric};
+
 /// Transactions finished, by `outcome` (committed / aborted) and `reason` code.
 pub const TRANSACTIONS: &str = "twopc_transactions_total";
 /// Duration of protocol steps in seconds, by `phase` (prepare / decision / phase_two) and
@@ -24,10 +26,71 @@ pub const FENCES: &str = "twopc_fences_total";
 /// Recovery rounds, by `result` (ok / error / skipped).
 pub const RECOVERY_ROUNDS: &str = "twopc_recovery_rounds_total";
 
+/// Every metric of the coordinator, for `/metrics`' `# HELP` lines.
+pub const METRICS: &[Metric] = &[
+    Metric {
+        name: TRANSACTIONS,
+        kind: Kind::Counter,
+        help: "Transactions finished, by outcome and reason code.",
+    },
+    Metric {
+        name: PHASE_DURATION,
+        kind: Kind::Histogram,
+        help: "Seconds per protocol step, by phase (prepare, decision, phase_two) and participant (log for the decision write).",
+    },
+    Metric {
+        name: VOTES,
+        kind: Kind::Counter,
+        help: "Votes received by the coordinator, by participant and vote (yes, no, error).",
+    },
+    Metric {
+        name: DECISION_BATCH,
+        kind: Kind::Histogram,
+        help: "Decisions per forced log write (group commit).",
+    },
+    Metric {
+        name: RECOVERY_ACTIONS,
+        kind: Kind::Counter,
+        help: "Recovery actions, by action (commit, rollback, finish, already_committed, hazard).",
+    },
+    Metric {
+        name: HAZARDS,
+        kind: Kind::Counter,
+        help: "Hazards detected: a logged commit whose branch is gone without a marker, or an aborted one found committed.",
+    },
+    Metric {
+        name: IN_DOUBT,
+        kind: Kind::Gauge,
+        help: "Prepared branches of this coordinator seen by the last recovery round, by participant.",
+    },
+    Metric {
+        name: IN_DOUBT_OLDEST,
+        kind: Kind::Gauge,
+        help: "Age in seconds of the oldest prepared branch seen by the last recovery round.",
+    },
+    Metric {
+        name: IN_FLIGHT,
+        kind: Kind::Gauge,
+        help: "Transactions being run by this process.",
+    },
+    Metric {
+        name: FENCES,
+        kind: Kind::Counter,
+        help: "Abort records written to fence off a transaction whose coordinator could not be asked.",
+    },
+    Metric {
+        name: RECOVERY_ROUNDS,
+        kind: Kind::Counter,
+        help: "Recovery rounds, by result (ok, error, skipped).",
+    },
+];
+
 /// Exports the counters of rare events as 0 before their first event, so dashboards and
-/// alerts can take `rate()`/`increase()` of them from start-up. Idempotent.
+/// alerts can take `rate()`/`increase()` of them from start-up, and describes every metric.
+/// Called once at start-up.
 pub fn register() {
     use service_kit::telemetry::register_counters;
+    service_kit::telemetry::describe(METRICS);
     register_counters(
         TRANSACTIONS,
         &[

@@ -1,5 +1,7 @@
 //! Metric names of the order service.
 
+use service_kit::telemetry::{Kind, Metric};
+
 /// Checkouts answered, by `outcome` (committed / already_paid / rejected / failed / unknown /
 /// overloaded)
 /// and `reason` (the refusal code; a small fixed set).
@@ -20,9 +22,54 @@ pub const STOCK_LOOKS: &str = "checkout_stock_looks_total";
 /// Votes of the order branch (the one name every participant counts in).
 pub use twopc::VOTES_METRIC as VOTES;
 
+/// Every metric of the order service, for `/metrics`' `# HELP` lines.
+pub const METRICS: &[Metric] = &[
+    Metric {
+        name: CHECKOUTS,
+        kind: Kind::Counter,
+        help: "Checkouts answered, by outcome and reason (the refusal code).",
+    },
+    Metric {
+        name: CHECKOUT_RETRIES,
+        kind: Kind::Counter,
+        help: "Transactions started again after a transient abort, by reason.",
+    },
+    Metric {
+        name: CHECKOUT_DURATION,
+        kind: Kind::Histogram,
+        help: "Checkout latency in seconds, by outcome.",
+    },
+    Metric {
+        name: CHECKOUTS_QUEUED,
+        kind: Kind::Gauge,
+        help: "Checkouts waiting for a place among those in flight.",
+    },
+    Metric {
+        name: CHECKOUT_QUEUE_WAIT,
+        kind: Kind::Histogram,
+        help: "Seconds a checkout waited in the admission queue.",
+    },
+    Metric {
+        name: CHECKOUT_BATCH_SIZE,
+        kind: Kind::Histogram,
+        help: "Checkouts in each batch sent to a coordinator as one global transaction.",
+    },
+    Metric {
+        name: STOCK_LOOKS,
+        kind: Kind::Counter,
+        help: "Looks at the stock of an item lately sold out before a checkout of it, by result.",
+    },
+    Metric {
+        name: VOTES,
+        kind: Kind::Counter,
+        help: twopc::VOTES_METRIC_HELP,
+    },
+];
+
 /// Exports the checkout outcomes and votes as 0 before the first checkout, so dashboards and
 /// alerts can take `rate()` of them from start-up.
 pub fn register() {
+    service_kit::telemetry::describe(METRICS);
     service_kit::telemetry::register_counters(
         CHECKOUTS,
         &[

@@ -95,6 +95,11 @@ pub struct App<P> {
 impl<P: Participant> App<P> {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let metrics = service_kit::telemetry::init_metrics();
+        service_kit::telemetry::describe(&[service_kit::telemetry::Metric {
+            name: VOTES,
+            kind: service_kit::telemetry::Kind::Counter,
+            help: twopc::VOTES_METRIC_HELP,
+        }]);
         service_kit::telemetry::register_counters(
             VOTES,
             &[

@@ -36,6 +36,80 @@ pub const PREPARED_BRANCHES: &str = "twopc_prepared_branches";
 /// Age in seconds of the oldest of [`PREPARED_BRANCHES`] (0 when there is none), by `database`.
 pub const PREPARED_OLDEST: &str = "twopc_prepared_oldest_age_seconds";
 
+/// What kind of series a metric is: its `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric as `/metrics` describes it: its name, its kind and the `# HELP` text. Each crate
+/// lists its metrics once in such a table, beside the name constants, and [`describe`]s them
+/// at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+/// The metrics every service records through this kit.
+pub const METRICS: &[Metric] = &[
+    Metric {
+        name: HTTP_REQUESTS,
+        kind: Kind::Counter,
+        help: "Requests served, by route template, method and status code.",
+    },
+    Metric {
+        name: HTTP_DURATION,
+        kind: Kind::Histogram,
+        help: "Request latency in seconds, by route template and method.",
+    },
+    Metric {
+        name: DB_POOL_CONNECTIONS,
+        kind: Kind::Gauge,
+        help: "Connections of a database pool, by pool and state (idle, in_use).",
+    },
+    Metric {
+        name: DB_POOL_MAX,
+        kind: Kind::Gauge,
+        help: "The most connections a database pool may open, by pool.",
+    },
+    Metric {
+        name: DB_POOL_ACQUIRE,
+        kind: Kind::Histogram,
+        help: "Seconds a periodic probe waited for a pooled connection, by pool.",
+    },
+    Metric {
+        name: DB_POOL_ACQUIRE_ERRORS,
+        kind: Kind::Counter,
+        help: "Pool probes that got no connection (pool timeout, database down), by pool.",
+    },
+    Metric {
+        name: PREPARED_BRANCHES,
+        kind: Kind::Gauge,
+        help: "Prepared checkout branches waiting in this service's database, by database.",
+    },
+    Metric {
+        name: PREPARED_OLDEST,
+        kind: Kind::Gauge,
+        help: "Age in seconds of the oldest prepared checkout branch (0 when none), by database.",
+    },
+];
+
+/// Gives each of `metrics` its help text in the global recorder, so `/metrics` carries a
+/// `# HELP` line beside each `# TYPE`. Call once at start-up, after [`init_metrics`].
+pub fn describe(metrics: &[Metric]) {
+    for metric in metrics {
+        match metric.kind {
+            Kind::Counter => metrics::describe_counter!(metric.name, metric.help),
+            Kind::Gauge => metrics::describe_gauge!(metric.name, metric.help),
+            Kind::Histogram => metrics::describe_histogram!(metric.name, metric.help),
+        }
+    }
+}
+
 /// Histogram buckets (seconds) shared by every latency metric of the system.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
@@ -56,7 +130,8 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// Installs the global Prometheus recorder and returns the handle that renders it.
+/// Installs the global Prometheus recorder, describes the kit's own [`METRICS`], and returns the
+/// handle that renders it.
 ///
 /// Only the first call in a process installs a recorder; later calls (several services in one
 /// test process) get a handle to a recorder that is not global, which renders nothing new.
@@ -67,6 +142,7 @@ pub fn init_metrics() -> PrometheusHandle {
     let recorder = builder.build_recorder();
     let handle = recorder.handle();
     let _ = metrics::set_global_recorder(recorder);
+    describe(METRICS);
     handle
 }
 

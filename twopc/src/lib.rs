@@ -28,3 +28,5 @@ pub use gid::{Gid, GidError};
 /// (`yes`, `no`). One name for every side that votes (the order service's own
 /// branch, stock and payment), so one query sums them.
 pub const VOTES_METRIC: &str = "twopc_votes_total";
+/// The `# HELP` text of [`VOTES_METRIC`].
+pub const VOTES_METRIC_HELP: &str = "Prepare votes cast, by participant and vote (yes, no).";

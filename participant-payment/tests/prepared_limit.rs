@@ -26,7 +26,7 @@ async fn a_full_prepared_transaction_table_makes_prepare_vote_a_transient_no() {
             .await
         {
             Ok(_) => fillers.push(gid),
-            Err(error) if twopc::finish::has_code(&error, OUT_OF_MEMORY) => break,
+            Err(error) if twopc::sqlstate::has_code(&error, OUT_OF_MEMORY) => break,
             Err(error) => panic!("filling the prepared transactions: {error}"),
         }
         assert!(

@@ -34,7 +34,7 @@ async fn is_locked(app: &TestApp, id: &str) -> bool {
         .await;
     match result {
         Ok(_) => false,
-        Err(error) if twopc::finish::has_code(&error, "55P03") => true,
+        Err(error) if twopc::sqlstate::has_code(&error, "55P03") => true,
         Err(error) => panic!("{error}"),
     }
 }

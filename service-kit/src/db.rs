@@ -94,8 +94,9 @@ async fn sample(pool: &PgPool, name: &'static str) {
     };
     let prepared: Result<(i64, f64), sqlx::Error> = sqlx::query_as(
         "select count(*), coalesce(extract(epoch from now() - min(prepared)), 0)::float8 \
-         from pg_prepared_xacts where database = current_database() and gid like 'wdm\\_%'",
+         from pg_prepared_xacts where database = current_database() and starts_with(gid, $1)",
     )
+    .bind(twopc::gid::GID_PREFIX)
     .fetch_one(&mut *connection)
     .await;
     match prepared {
@@ -107,13 +108,7 @@ async fn sample(pool: &PgPool, name: &'static str) {
     }
 }
 
-/// True when `error` is PostgreSQL's SQLSTATE `code`.
-pub fn has_code(error: &sqlx::Error, code: &str) -> bool {
-    error
-        .as_database_error()
-        .and_then(|db| db.code())
-        .is_some_and(|c| c == code)
-}
+pub use twopc::sqlstate::has_code;
 
 /// True when `error` says the database could not be reached or is not (yet) a writable
 /// primary: a connection that broke or was refused, a pool that found none in time, a server

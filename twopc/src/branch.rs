@@ -25,7 +25,7 @@
 use sqlx::{pool::PoolConnection, Executor, PgConnection, PgPool, Postgres, Row};
 
 use crate::{
-    finish::has_code,
+    sqlstate::has_code,
     wire::{Refusal, Vote},
     Deadline, Gid,
 };

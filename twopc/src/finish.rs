@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{Executor, PgPool, Row};
 
-use crate::{branch::MARKER_TABLE, Gid};
+use crate::{branch::MARKER_TABLE, sqlstate::has_code, Gid};
 
 /// SQLSTATE of `COMMIT/ROLLBACK PREPARED` for a gid that is not prepared.
 const UNDEFINED_OBJECT: &str = "42704";
@@ -133,12 +133,4 @@ pub async fn gc_markers(pool: &PgPool, retention: Duration) -> Result<u64, sqlx:
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
-}
-
-/// True when `error` is PostgreSQL's SQLSTATE `code`.
-pub fn has_code(error: &sqlx::Error, code: &str) -> bool {
-    error
-        .as_database_error()
-        .and_then(|db| db.code())
-        .is_some_and(|c| c == code)
 }

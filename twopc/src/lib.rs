@@ -14,11 +14,14 @@
 //!   and `ROLLBACK PREPARED` that tell "already committed" from "lost" by the marker, and the
 //!   listing of prepared branches. They need no business knowledge, so the coordinator and the
 //!   recovery CLI run them without the participant service being up.
+//! * [`sqlstate`]: reading PostgreSQL's SQLSTATE from an error, for the modules above and every
+//!   service that gives a code a meaning.
 
 pub mod branch;
 pub mod deadline;
 pub mod finish;
 pub mod gid;
+pub mod sqlstate;
 pub mod wire;
 
 pub use deadline::Deadline;

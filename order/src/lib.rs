@@ -65,6 +65,7 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let metrics = service_kit::telemetry::init_metrics();
         telemetry::register();
+        prepare::register_votes();
         let pool = service_kit::db::connect(
             &config.database_url,
             config.db_max_connections,

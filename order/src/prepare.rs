@@ -30,6 +30,17 @@ pub const PARTICIPANT: &str = "order";
 /// Refusal code for an order that is paid already.
 pub const ALREADY_PAID: &str = "already_paid";
 
+/// Exports the order branch's votes as 0 from start-up, as the participants do theirs.
+pub fn register_votes() {
+    service_kit::telemetry::register_counters(
+        telemetry::VOTES,
+        &[
+            &[("participant", PARTICIPANT), ("vote", "yes")],
+            &[("participant", PARTICIPANT), ("vote", "no")],
+        ],
+    );
+}
+
 pub async fn prepare(
     AxumState(state): AxumState<State>,
     Json(request): Json<PrepareRequest>,

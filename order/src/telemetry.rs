@@ -66,8 +66,9 @@ pub const METRICS: &[Metric] = &[
     },
 ];
 
-/// Exports the checkout outcomes and votes as 0 before the first checkout, so dashboards and
-/// alerts can take `rate()` of them from start-up.
+/// Describes every metric and exports the checkout outcomes as 0 before the first checkout, so
+/// dashboards and alerts can take `rate()` of them from start-up (the order branch's votes:
+/// `prepare::register_votes`).
 pub fn register() {
     service_kit::telemetry::describe(METRICS);
     service_kit::telemetry::register_counters(
@@ -88,16 +89,6 @@ pub fn register() {
             &[("result", "short")],
             &[("result", "enough")],
             &[("result", "failed")],
-        ],
-    );
-    service_kit::telemetry::register_counters(
-        VOTES,
-        &[
-            &[
-                ("participant", crate::prepare::PARTICIPANT),
-                ("vote", "yes"),
-            ],
-            &[("participant", crate::prepare::PARTICIPANT), ("vote", "no")],
         ],
     );
 }

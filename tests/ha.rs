@@ -125,17 +125,20 @@ async fn case(system: &System, api: &Api, fault: Fault) -> Option<Failover> {
                 .failover(service, FAILOVER_LIMIT)
                 .await
                 .unwrap_or_else(|error| panic!("{label}: failover: {error}"));
-            let members = system.members(service).await.expect("members");
-            let rejoined = members
-                .iter()
-                .find(|member| member.name == failover.killed)
-                .unwrap_or_else(|| {
-                    panic!("{label}: {} not a member: {members:?}", failover.killed)
-                });
-            assert!(
-                rejoined.is_running_standby(),
-                "{label}: the killed node did not rejoin as a standby: {members:?}"
-            );
+            // `failover` returns once a standby follows; Patroni may still restart the
+            // rejoined node once (its state reads `stopping` for a moment), so wait for it.
+            wait_until(
+                &format!("{label}: {} running as a standby", failover.killed),
+                FAILOVER_LIMIT,
+                || async {
+                    system.members(service).await.is_ok_and(|members| {
+                        members.iter().any(|member| {
+                            member.name == failover.killed && member.is_running_standby()
+                        })
+                    })
+                },
+            )
+            .await;
             assert_ne!(failover.new_primary, failover.killed, "{label}");
             eprintln!("{label}: {failover:?}");
             Some(failover)

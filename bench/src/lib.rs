@@ -48,6 +48,7 @@ pub mod cpu;
 pub mod gateway;
 pub mod load;
 pub mod report;
+pub mod section;
 pub mod sections;
 mod unix;
 
@@ -59,7 +60,7 @@ use anyhow::Context;
 use clap::Parser;
 use launcher::{Databases, PatroniPorts};
 
-use crate::report::{Machine, Report, Row};
+use crate::report::{Machine, Report, Row, Settings};
 use crate::sections::{Bench, Scale, Section};
 
 /// Command-line options of `wdm-bench` (`scripts/bench` passes its arguments through).
@@ -132,7 +133,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     let machine = Machine::detect();
     let all: Vec<Section> = single.iter().chain(ha).copied().collect();
-    let mut report = Report::new(machine, &scale, &all, options.stress_clients, options.ha);
+    let settings = Settings {
+        quick: scale.quick,
+        phase_seconds: scale.duration.as_secs_f64(),
+        rows: scale.rows,
+        stress_clients: options.stress_clients,
+        ha: options.ha,
+        sections: all.iter().map(|section| section.name()).collect(),
+    };
+    let mut report = Report::new(machine, settings);
     println!("{}", report.header());
 
     let run = async {

@@ -8,6 +8,8 @@
 //! saves a hop per branch and lets a transaction finish while a participant service is down.
 //!
 //! * [`protocol`]: presumed-abort 2PC, branches prepared in the global lock order.
+//! * [`phase_two`]: finishing a decided transaction's branches in their databases.
+//! * [`hazard`]: a branch found contradicting its decision, reported, never guessed around.
 //! * [`log`]: the decision log in the coordinator's own database: group commit, identity lock.
 //! * [`recovery`]: finishing in-doubt branches, shared with the `wdm-recovery` CLI.
 //! * [`cli`]: the `wdm-recovery` operators' tool.
@@ -17,9 +19,11 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod failpoint;
+pub mod hazard;
 pub mod inflight;
 pub mod log;
 pub mod participants;
+pub mod phase_two;
 pub mod protocol;
 pub mod recovery;
 pub mod routes;

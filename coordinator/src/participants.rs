@@ -6,8 +6,9 @@ use sqlx::PgPool;
 
 use crate::config::ParticipantSpec;
 
+/// One participant as the coordinator reaches it: its vote endpoint and its database.
 #[derive(Debug)]
-pub struct Participant {
+pub struct ParticipantDb {
     pub name: String,
     /// `POST` target for votes.
     pub prepare_url: String,
@@ -17,9 +18,9 @@ pub struct Participant {
 
 #[derive(Debug, Clone, Default)]
 pub struct Participants {
-    by_name: HashMap<String, Arc<Participant>>,
+    by_name: HashMap<String, Arc<ParticipantDb>>,
     /// Configuration order, used for reports.
-    order: Vec<Arc<Participant>>,
+    order: Vec<Arc<ParticipantDb>>,
 }
 
 impl Participants {
@@ -34,7 +35,7 @@ impl Participants {
                 .acquire_timeout(std::time::Duration::from_secs(5))
                 .test_before_acquire(true)
                 .connect_lazy_with(sqlx::ConnectOptions::disable_statement_logging(options));
-            let participant = Arc::new(Participant {
+            let participant = Arc::new(ParticipantDb {
                 name: spec.name.clone(),
                 prepare_url: format!("{}{}", spec.base_url, twopc::wire::routes::PREPARE),
                 pool,
@@ -47,11 +48,11 @@ impl Participants {
         Ok(participants)
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Participant>> {
+    pub fn get(&self, name: &str) -> Option<&Arc<ParticipantDb>> {
         self.by_name.get(name)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Participant>> {
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<ParticipantDb>> {
         self.order.iter()
     }
 }

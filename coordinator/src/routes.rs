@@ -14,7 +14,7 @@ use twopc::{
 };
 use uuid::Uuid;
 
-use crate::{error::Error, log, protocol, App};
+use crate::{error::Error, log, phase_two, protocol, App};
 
 pub fn router(app: App) -> Router {
     Router::new()
@@ -85,7 +85,8 @@ async fn transaction_status(
         return Ok(Json(not_decided()));
     }
     // Committed only once a read would see it: the branches are finished first, up to a moment.
-    let visible = decision.finished || protocol::finish_decided(&app, &decision, FINISH_WAIT).await;
+    let visible =
+        decision.finished || phase_two::finish_decided(&app, &decision, FINISH_WAIT).await;
     Ok(Json(if visible {
         Outcome::Committed
     } else {

@@ -112,3 +112,14 @@ pub fn register() {
     register_counters(HAZARDS, &[&[]]);
     register_counters(FENCES, &[&[]]);
 }
+
+/// Counts what recovery did to `count` branches or records (`commit`, `rollback`, `finish`,
+/// `hazard`).
+pub fn count_recovery_actions(action: &'static str, count: u64) {
+    metrics::counter!(RECOVERY_ACTIONS, "action" => action).increment(count);
+}
+
+/// Counts one recovery action.
+pub fn count_recovery_action(action: &'static str) {
+    count_recovery_actions(action, 1);
+}

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use launcher::Service;
 use reqwest::Method;
-use serde::Serialize;
 
 use super::{Bench, EachOnce};
 use crate::load::{self, Load, Outcome};
-use crate::report::{Report, Row};
+use crate::report::{FaultFigures, Report, Row};
 use crate::sections::Section;
 
 /// Concurrent clients.
@@ -51,22 +50,6 @@ impl Fault {
         }
         .map_err(Into::into)
     }
-}
-
-/// One fault's figures, in the JSON's `faults` list.
-#[derive(Debug, Clone, Serialize)]
-pub struct FaultFigures {
-    pub fault: String,
-    pub clients: usize,
-    /// Successful checkouts per second from the start of the run to the kill.
-    pub rate_before: f64,
-    /// Successful checkouts in each 1 s window from the kill on.
-    pub windows_after: Vec<u64>,
-    /// The smallest of them.
-    pub worst_window: u64,
-    /// Seconds from the kill to the end of the last window below [`BACK_AT`] of
-    /// `rate_before`; `None` if the run ended below it.
-    pub back_after_seconds: Option<u64>,
 }
 
 impl FaultFigures {

@@ -14,12 +14,11 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde::Serialize;
 
 use super::{random_id, Bench, EachOnce};
 use crate::gateway::Gateway;
 use crate::load::{self, Load, Stats};
-use crate::report::{format_millis, Report, Row};
+use crate::report::{format_millis, OverloadFigures, Report, Row};
 use crate::sections::Section;
 
 /// Checkouts in flight, one run each.
@@ -32,34 +31,6 @@ const FIND_CLIENTS: usize = 4;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(70);
 /// Idle connections kept by the overload client: more than the largest run's workers.
 const POOL: usize = 4_096;
-
-/// One overload run's figures.
-#[derive(Debug, Clone, Serialize)]
-pub struct OverloadFigures {
-    pub clients: usize,
-    pub seconds: f64,
-    pub checkouts_per_second: f64,
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    /// Any 2xx (a checkout answers 200).
-    pub status_200: u64,
-    pub status_400: u64,
-    pub status_409: u64,
-    pub status_503: u64,
-    /// 5xx other than 503.
-    pub status_5xx: u64,
-    /// Other non-2xx statuses.
-    pub status_other: u64,
-    pub connection_errors: u64,
-    pub timeouts: u64,
-    pub find_p50_ms: Option<f64>,
-    pub find_p99_ms: Option<f64>,
-    pub find_per_second: f64,
-    /// `find` calls that were not 2xx or got no answer.
-    pub find_not_ok: u64,
-    /// Checkouts per second here over those at 64 clients (the last run only).
-    pub ratio_to_64: Option<f64>,
-}
 
 impl OverloadFigures {
     fn new(clients: usize, stats: &Stats, find: &Stats) -> Self {
@@ -201,6 +172,7 @@ pub async fn run(bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
                 .filter(|&base| base > 0.0)
                 .map(|base| figures.checkouts_per_second / base);
         }
+        report.note(figures.summary());
         report.add_overload(figures);
     }
     Ok(())

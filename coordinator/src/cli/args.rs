@@ -31,7 +31,7 @@ pub struct Cli {
         global = true,
         hide_env_values = true
     )]
-    pub participants: Vec<Participant>,
+    pub participants: Vec<ParticipantArg>,
 
     /// Go on when a participant database does not answer (a long outage): its branches are
     /// reported as left for later and the exit status is 1. Without it, any unreachable
@@ -106,17 +106,17 @@ pub struct Force {
 /// A participant database. Accepts the coordinator's `NAME,BASE_URL,DATABASE_URL` as well
 /// as `NAME,DATABASE_URL`.
 #[derive(Debug, Clone)]
-pub struct Participant(pub(super) ParticipantSpec);
+pub struct ParticipantArg(pub(super) ParticipantSpec);
 
-impl FromStr for Participant {
+impl FromStr for ParticipantArg {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(',') {
             Some((name, rest)) if is_database_url(rest) => {
-                ParticipantSpec::without_vote_endpoint(name, rest).map(Participant)
+                ParticipantSpec::without_vote_endpoint(name, rest).map(ParticipantArg)
             }
-            _ => s.parse().map(Participant),
+            _ => s.parse().map(ParticipantArg),
         }
     }
 }
@@ -131,11 +131,11 @@ mod tests {
 
     #[test]
     fn a_participant_may_be_given_with_or_without_its_base_url() {
-        let short: Participant = "stock,postgres://u@h:1/stock?x=1,2".parse().unwrap();
+        let short: ParticipantArg = "stock,postgres://u@h:1/stock?x=1,2".parse().unwrap();
         assert_eq!(short.0.name, "stock");
         assert_eq!(short.0.database_url, "postgres://u@h:1/stock?x=1,2");
-        let long: Participant = "stock,http://x:1,postgres://u@h:1/stock".parse().unwrap();
+        let long: ParticipantArg = "stock,http://x:1,postgres://u@h:1/stock".parse().unwrap();
         assert_eq!(long.0.database_url, "postgres://u@h:1/stock");
-        assert!("stock".parse::<Participant>().is_err());
+        assert!("stock".parse::<ParticipantArg>().is_err());
     }
 }

@@ -25,7 +25,7 @@ use std::{process::ExitCode, time::Duration};
 
 use twopc::finish;
 
-pub use args::{Cli, Command, Force, Participant, DEFAULT_GRACE_SECS};
+pub use args::{Cli, Command, Force, ParticipantArg, DEFAULT_GRACE_SECS};
 use connect::{connect, Databases};
 use error::log_error;
 pub use error::{CliError, EXIT_CLEAN, EXIT_ERROR, EXIT_LEFT};

@@ -9,88 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use launcher::Failover;
+mod figures;
+mod machine;
 
 pub use crate::cpu::CpuCost;
 use crate::load::Stats;
-pub use crate::sections::FaultFigures;
-pub use crate::sections::OverloadFigures;
-use crate::sections::{Scale, Section};
-
-/// Where the figures come from.
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    pub nproc: usize,
-    pub cpu: String,
-    pub memory_gib: Option<u64>,
-    pub date: String,
-    /// `/proc/loadavg`'s 1, 5 and 15 minute figures when the run began: other work on the
-    /// machine (builds, other benchmarks) shows up in every figure.
-    pub load_average: String,
-    /// `git describe` of the workspace the bench was built from.
-    pub commit: String,
-}
-
-impl Machine {
-    pub fn detect() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo
-            .lines()
-            .find_map(|line| line.strip_prefix("model name"))
-            .and_then(|rest| rest.split_once(':'))
-            .map_or_else(
-                || "unknown CPU".to_owned(),
-                |(_, name)| name.trim().to_owned(),
-            );
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let memory_gib = meminfo
-            .lines()
-            .find_map(|line| line.strip_prefix("MemTotal:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|kib| (kib + (1 << 19)) >> 20);
-        Machine {
-            nproc: std::thread::available_parallelism().map_or(0, usize::from),
-            cpu,
-            memory_gib,
-            date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-            load_average: load_average(),
-            commit: git_describe(),
-        }
-    }
-}
-
-/// The 1, 5 and 15 minute load averages, e.g. `0.52 0.40 0.31`.
-pub fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-fn git_describe() -> String {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(workspace)
-        .args(["describe", "--always", "--dirty"])
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map_or_else(
-            || "unknown".to_owned(),
-            |output| String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-        )
-}
+use crate::section::Section;
+pub use figures::{FailoverFigures, FaultFigures, HaFigures, HaRatio, OverloadFigures};
+pub use machine::{load_average, Machine};
 
 /// How the run was configured.
 #[derive(Debug, Clone, Serialize)]
@@ -165,110 +91,6 @@ impl Row {
     }
 }
 
-/// Fresh checkouts at one concurrency on the system with Patroni clusters against the same on
-/// the system with one server per database.
-#[derive(Debug, Clone, Serialize)]
-pub struct HaRatio {
-    pub clients: usize,
-    pub single_per_second: Option<f64>,
-    pub ha_per_second: Option<f64>,
-    /// HA/single checkouts per second.
-    pub ratio: Option<f64>,
-    pub single_p50_ms: Option<f64>,
-    pub ha_p50_ms: Option<f64>,
-    pub single_p99_ms: Option<f64>,
-    pub ha_p99_ms: Option<f64>,
-}
-
-impl HaRatio {
-    pub fn new(clients: usize, single: &Row, ha: &Row) -> Self {
-        let ratio = match (ha.per_second, single.per_second) {
-            (Some(ha), Some(single)) if single > 0.0 => Some(ha / single),
-            _ => None,
-        };
-        HaRatio {
-            clients,
-            single_per_second: single.per_second,
-            ha_per_second: ha.per_second,
-            ratio,
-            single_p50_ms: single.p50_ms,
-            ha_p50_ms: ha.p50_ms,
-            single_p99_ms: single.p99_ms,
-            ha_p99_ms: ha.p99_ms,
-        }
-    }
-
-    /// E.g. `ratio HA/single at 16 clients: 0.712 (412 vs 579 checkouts/s; p50 30.1 vs
-    /// 21.0 ms, p99 95.2 vs 60.3 ms)`.
-    pub fn note(&self) -> String {
-        let rate = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
-        let millis = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_millis);
-        format!(
-            "ratio HA/single at {} clients: {} ({} vs {} checkouts/s; p50 {} vs {} ms, \
-             p99 {} vs {} ms)",
-            self.clients,
-            self.ratio
-                .map_or_else(|| "n/a".to_owned(), |ratio| format!("{ratio:.3}")),
-            rate(self.ha_per_second),
-            rate(self.single_per_second),
-            millis(self.ha_p50_ms),
-            millis(self.single_p50_ms),
-            millis(self.ha_p99_ms),
-            millis(self.single_p99_ms),
-        )
-    }
-}
-
-/// One database's failover, from [`launcher::System::failover`].
-#[derive(Debug, Clone, Serialize)]
-pub struct FailoverFigures {
-    pub database: &'static str,
-    pub killed: String,
-    pub new_primary: String,
-    /// From the SIGKILL of the primary to the first successful write.
-    pub write_unavailable_seconds: f64,
-    /// From the SIGKILL until the killed node, started again, streams from the new primary.
-    pub rejoined_after_seconds: f64,
-}
-
-impl FailoverFigures {
-    pub fn new(database: &'static str, failover: &Failover) -> Self {
-        FailoverFigures {
-            database,
-            killed: failover.killed.clone(),
-            new_primary: failover.new_primary.clone(),
-            write_unavailable_seconds: failover.write_unavailable.as_secs_f64(),
-            rejoined_after_seconds: failover.rejoined_after.as_secs_f64(),
-        }
-    }
-
-    pub fn summary(&self) -> String {
-        format!(
-            "{}: {} killed, {} primary; writes unavailable {:.2} s, {} streaming again after \
-             {:.2} s",
-            self.database,
-            self.killed,
-            self.new_primary,
-            self.write_unavailable_seconds,
-            self.killed,
-            self.rejoined_after_seconds
-        )
-    }
-}
-
-/// What `--ha` measured, also in the rows and notes; here for readers of the JSON.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct HaFigures {
-    pub checkout: Vec<HaRatio>,
-    pub failovers: Vec<FailoverFigures>,
-}
-
-impl HaFigures {
-    fn is_empty(&self) -> bool {
-        self.checkout.is_empty() && self.failovers.is_empty()
-    }
-}
-
 /// A section that did not complete, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
@@ -298,23 +120,10 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(
-        machine: Machine,
-        scale: &Scale,
-        sections: &[Section],
-        stress_clients: usize,
-        ha: bool,
-    ) -> Self {
+    pub fn new(machine: Machine, settings: Settings) -> Self {
         Report {
             machine,
-            settings: Settings {
-                quick: scale.quick,
-                phase_seconds: scale.duration.as_secs_f64(),
-                rows: scale.rows,
-                stress_clients,
-                ha,
-                sections: sections.iter().map(|section| section.name()).collect(),
-            },
+            settings,
             rows: Vec::new(),
             notes: Vec::new(),
             failures: Vec::new(),
@@ -329,9 +138,7 @@ impl Report {
         self.cpu.push(cost);
     }
 
-    /// Records the figures and notes their summary.
     pub fn add_overload(&mut self, figures: OverloadFigures) {
-        self.note(figures.summary());
         self.overload.push(figures);
     }
 

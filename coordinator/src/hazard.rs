@@ -11,7 +11,7 @@ use crate::{log, telemetry};
 pub async fn commit_lost(log: &PgPool, gid: &Gid) {
     tracing::error!(%gid, "HAZARD: a logged commit's branch is neither prepared nor committed");
     metrics::counter!(telemetry::HAZARDS).increment(1);
-    telemetry::count_recovery_action("hazard");
+    telemetry::count_recovery_actions("hazard", 1);
     if let Err(error) = log::record_hazard(log, gid).await {
         tracing::error!(%gid, %error, "could not record hazard");
     }

@@ -118,8 +118,3 @@ pub fn register() {
 pub fn count_recovery_actions(action: &'static str, count: u64) {
     metrics::counter!(RECOVERY_ACTIONS, "action" => action).increment(count);
 }
-
-/// Counts one recovery action.
-pub fn count_recovery_action(action: &'static str) {
-    count_recovery_actions(action, 1);
-}

@@ -120,7 +120,7 @@ impl Recovery<'_> {
         match finish::commit_prepared(&participant.pool, &item.parsed).await {
             Ok(CommitResult::Committed | CommitResult::AlreadyCommitted) => {
                 applied.committed += 1;
-                telemetry::count_recovery_action("commit");
+                telemetry::count_recovery_actions("commit", 1);
                 tracing::info!(gid = %item.gid, "recovery committed branch");
                 Done::Committed
             }
@@ -149,7 +149,7 @@ impl Recovery<'_> {
         match finish::rollback_prepared(&participant.pool, &item.parsed).await {
             Ok(RollbackResult::RolledBack | RollbackResult::NotPrepared) => {
                 applied.rolled_back += 1;
-                telemetry::count_recovery_action("rollback");
+                telemetry::count_recovery_actions("rollback", 1);
                 tracing::info!(gid = %item.gid, fenced = item.fence, "recovery rolled back branch");
                 Done::RolledBack
             }

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use system_tests::{
     arm_coordinator_failpoint, connect, keep_peer_coordinators_down, ledger, metric_sum,
     order_of_two, restart_coordinator_clean, start, wait_nothing_prepared, wait_until, Api,
-    Consistency, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
+    Consistency, DatabaseReader, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
 };
 
 #[tokio::test]
@@ -94,6 +94,48 @@ async fn concurrent_checkouts_of_one_order_charge_exactly_once() {
     assert!(results.iter().any(|(_, s)| *s == StatusCode::OK));
     assert_eq!(api.user(&user).await.credit, 997);
     assert_eq!(api.item(&item).await.stock, 999);
+}
+
+/// The order branch locks only the order its transaction claimed, so it is prepared alongside
+/// payment and stock instead of before them: with the order database's marker table locked,
+/// the order branch waits while both others get prepared, and the checkout commits once the
+/// lock is gone.
+#[tokio::test]
+async fn the_order_branch_is_prepared_alongside_the_others() {
+    let system = start().await;
+    let api = Api::new(&system);
+    let user = api.create_user().await;
+    api.ok(&format!("/payment/add_funds/{user}/10")).await;
+    let item = api.create_item(4).await;
+    api.ok(&format!("/stock/add/{item}/5")).await;
+    let order = api.create_order(&user).await;
+    api.ok(&format!("/orders/addItem/{order}/{item}/2")).await;
+
+    let mut blocker = connect(&system, Service::Order).await;
+    sqlx::query("begin").execute(&mut blocker).await.unwrap();
+    sqlx::query("lock table twopc_markers in exclusive mode")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let checkout = api.spawn_checkout(&order);
+    // Well inside the branches' 5 s deadline.
+    wait_until(
+        "payment and stock prepared while the order branch waits",
+        Duration::from_secs(3),
+        || async {
+            let prepared = "select count(*) from pg_prepared_xacts";
+            system.scalar_i64(Service::Payment, prepared).await == 1
+                && system.scalar_i64(Service::Stock, prepared).await == 1
+        },
+    )
+    .await;
+    sqlx::query("rollback").execute(&mut blocker).await.unwrap();
+
+    assert_eq!(checkout.await.unwrap(), StatusCode::OK);
+    assert!(api.order(&order).await.paid);
+    assert_eq!(api.user(&user).await.credit, 2);
+    assert_eq!(api.item(&item).await.stock, 3);
+    wait_nothing_prepared(&system, Duration::from_secs(5)).await;
 }
 
 #[tokio::test]

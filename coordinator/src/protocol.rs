@@ -1,11 +1,14 @@
 //! Running one global transaction: presumed-abort two-phase commit.
 //!
 //! 1. Branches are prepared **one after another, in the order the request lists them**. The
-//!    order service always lists `order`, then `payment`, then `stock`, and each participant
-//!    locks its rows in sorted key order, so every checkout acquires its locks in one global
-//!    order and no cycle of waits can form across databases (a prepared branch's locks are
-//!    invisible to PostgreSQL's own deadlock detector). Preparing in parallel would be faster
-//!    for a lone checkout but deadlocks under the consistency test's hot item.
+//!    order service lists `order`, `payment`, then `stock`, and each participant locks its rows
+//!    in sorted key order, so every checkout acquires its locks in one global order and no cycle
+//!    of waits can form across databases (a prepared branch's locks are invisible to
+//!    PostgreSQL's own deadlock detector). Preparing them in parallel would be faster for a
+//!    lone checkout but deadlocks under the consistency test's hot item. A branch whose locks
+//!    no other transaction can want (marked `concurrent`: the `order` branch, which locks only
+//!    the orders its transaction claimed) cannot close such a cycle, so it is prepared
+//!    alongside the others.
 //! 2. Any no vote, error or timeout decides ABORT; nothing is logged for it.
 //! 3. All yes: the COMMIT decision is forced to the log (group commit). That write is the
 //!    commit point, and it lands only before the transaction's deadline (checked by the log
@@ -22,7 +25,10 @@
 //! recovery round.
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -56,6 +62,86 @@ struct PlannedBranch {
     participant: Arc<ParticipantDb>,
     gid: Gid,
     work: serde_json::Value,
+    concurrent: bool,
+}
+
+/// A branch's part in phase one.
+enum Step {
+    Voted(Vote),
+    /// No vote arrived: the branch may be prepared, or become prepared until the deadline.
+    Unreachable(Refusal),
+    /// The deadline passed before the branch's turn came; it was not asked.
+    OutOfTime,
+}
+
+/// Phase one: every branch prepared, or the refusal that aborts and the branches that may be
+/// prepared by then. Two lanes run at once: the branches in the global lock order, one after
+/// another, and the `concurrent` ones. A lane stops at its first refusal or once the other
+/// lane has one. Of several refusals the one of the branch listed first is the answer, as if
+/// every branch had been prepared in turn.
+async fn phase_one<'p>(
+    app: &App,
+    plan: &'p [PlannedBranch],
+    deadline: Deadline,
+) -> (Vec<(&'p PlannedBranch, Settled)>, Option<(String, Refusal)>) {
+    let refused = AtomicBool::new(false);
+    let lane = |concurrent: bool| {
+        let refused = &refused;
+        async move {
+            let mut steps = Vec::new();
+            let branches = plan
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.concurrent == concurrent);
+            for (turn, (index, branch)) in branches.enumerate() {
+                if refused.load(Ordering::Acquire) {
+                    break;
+                }
+                if deadline.has_passed() {
+                    refused.store(true, Ordering::Release);
+                    steps.push((index, Step::OutOfTime));
+                    break;
+                }
+                let step = match prepare(app, branch, deadline).await {
+                    Ok(vote) => Step::Voted(vote),
+                    Err(unreachable) => Step::Unreachable(unreachable),
+                };
+                let yes = matches!(step, Step::Voted(Vote::Yes));
+                steps.push((index, step));
+                if !yes {
+                    refused.store(true, Ordering::Release);
+                    break;
+                }
+                if turn == 0 && !concurrent {
+                    failpoint::hit(failpoint::AFTER_FIRST_PREPARE);
+                }
+            }
+            steps
+        }
+    };
+    let (mut steps, side) = tokio::join!(lane(false), lane(true));
+    steps.extend(side);
+    steps.sort_by_key(|(index, _)| *index);
+
+    let mut prepared = Vec::with_capacity(plan.len());
+    let mut refusal = None;
+    for (index, step) in steps {
+        let branch = &plan[index];
+        let no = match step {
+            Step::Voted(Vote::Yes) => {
+                prepared.push((branch, Settled::Now));
+                continue;
+            }
+            Step::Voted(Vote::No(no)) => (branch.participant.name.clone(), no),
+            Step::Unreachable(unreachable) => {
+                prepared.push((branch, Settled::After(deadline.plus(SETTLE))));
+                (branch.participant.name.clone(), unreachable)
+            }
+            Step::OutOfTime => ("coordinator".to_owned(), out_of_time()),
+        };
+        refusal.get_or_insert(no);
+    }
+    (prepared, refusal)
 }
 
 /// How long after the deadline a vote may still arrive (the participant's own bound fires at
@@ -85,32 +171,7 @@ pub async fn run(app: &App, request: TransactionRequest) -> Result<Outcome, Requ
     }
     let started = Instant::now();
 
-    // Phase one.
-    let mut prepared: Vec<(&PlannedBranch, Settled)> = Vec::with_capacity(plan.len());
-    let mut refusal: Option<(String, Refusal)> = None;
-    for (index, branch) in plan.iter().enumerate() {
-        if deadline.has_passed() {
-            refusal = Some(("coordinator".to_owned(), out_of_time()));
-            break;
-        }
-        let vote = prepare(app, branch, deadline).await;
-        match vote {
-            Ok(Vote::Yes) => prepared.push((branch, Settled::Now)),
-            Ok(Vote::No(no)) => {
-                refusal = Some((branch.participant.name.clone(), no));
-                break;
-            }
-            Err(unreachable) => {
-                // The branch may be prepared, or become prepared until the deadline.
-                prepared.push((branch, Settled::After(deadline.plus(SETTLE))));
-                refusal = Some((branch.participant.name.clone(), unreachable));
-                break;
-            }
-        }
-        if index == 0 {
-            failpoint::hit(failpoint::AFTER_FIRST_PREPARE);
-        }
-    }
+    let (prepared, refusal) = phase_one(app, &plan, deadline).await;
 
     let outcome = match refusal {
         Some(refusal) => abort(app, txid, refusal, prepared, request.reply_by).await,
@@ -208,6 +269,7 @@ fn plan(
             participant: participant.clone(),
             gid,
             work: branch.work,
+            concurrent: branch.concurrent,
         });
     }
     Ok(plan)

@@ -36,15 +36,14 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + limit;
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if condition().await {
-            return;
+        // Each call is bounded too: a condition that hangs must not outlive the deadline.
+        match tokio::time::timeout_at(deadline, condition()).await {
+            Ok(true) => return,
+            Ok(false) if tokio::time::Instant::now() < deadline => {}
+            _ => panic!("timed out after {limit:?} waiting for {what}"),
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -12,7 +12,8 @@ use uuid::Uuid;
 use crate::Deadline;
 
 /// One global transaction: the branches are prepared one after another in this order, which is
-/// the system's global lock order (see the coordinator's documentation).
+/// the system's global lock order (see the coordinator's documentation), except those marked
+/// [`BranchRequest::concurrent`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransactionRequest {
     pub txid: Uuid,
@@ -33,6 +34,12 @@ pub struct BranchRequest {
     /// the works of several members (checkouts) that share this one transaction, done in
     /// order, all or none (see [`Refusal::member`]).
     pub work: serde_json::Value,
+    /// The caller's promise that no other transaction's branch can want this branch's locks
+    /// (the order branch locks only orders this transaction has claimed), so it cannot be part
+    /// of a cycle of waits: the coordinator prepares it alongside the branches that keep the
+    /// global lock order instead of taking its turn among them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub concurrent: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -113,7 +113,8 @@ impl BatchResult {
 const STOCK: &str = "stock";
 const OUT_OF_STOCK: &str = "out_of_stock";
 
-/// A batch's branches in the global lock order: order, payment, stock, each with the works of
+/// A batch's branches in the global lock order: order (prepared alongside the others, see
+/// [`BranchRequest::concurrent`]), payment, stock, each with the works of
 /// its members in the batch's order, and for each branch the batch positions of its members.
 /// Members with nothing to do for a participant are left out of its work, and a participant
 /// with nothing to do is left out.
@@ -166,6 +167,8 @@ fn branches(members: &[&Member]) -> Result<Vec<(BranchRequest, Vec<usize>)>, Err
         let branch = BranchRequest {
             participant: participant.to_owned(),
             work: serde_json::Value::Array(works),
+            // It locks only the orders this transaction has claimed.
+            concurrent: participant == prepare::PARTICIPANT,
         };
         (branch, positions)
     })

@@ -32,8 +32,9 @@ pub mod telemetry;
 use std::{net::SocketAddr, sync::Arc};
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::tasks::Tasks;
 use sqlx::migrate::Migrator;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::net::TcpListener;
 
 pub use config::Config;
 
@@ -48,6 +49,9 @@ pub struct App {
     pub inflight: Arc<inflight::InFlight>,
     pub http: reqwest::Client,
     pub metrics: PrometheusHandle,
+    /// Every task besides the request handlers: transactions, phase two, recovery rounds, the
+    /// decision log's writers.
+    pub tasks: Tasks,
 }
 
 /// A coordinator that has taken its identity, recovered, and bound its port.
@@ -68,7 +72,8 @@ impl Coordinator {
             Some(&MIGRATIONS),
         )
         .await?;
-        let log = log::DecisionLog::open(&config.database_url, &config.id, pool).await?;
+        let tasks = Tasks::new();
+        let log = log::DecisionLog::open(&config.database_url, &config.id, pool, &tasks).await?;
         let participants =
             participants::Participants::connect(&config.participants, config.db_max_connections)?;
         let app = App {
@@ -79,6 +84,7 @@ impl Coordinator {
             participants: Arc::new(participants),
             inflight: Arc::default(),
             metrics,
+            tasks,
         };
         match recovery::round(&app).await {
             Ok(applied) => tracing::info!(?applied, "start-up recovery done"),
@@ -105,14 +111,17 @@ impl Coordinator {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let rounds = tokio::spawn(recovery_loop(self.app.clone(), stop_rx));
-        tracing::info!(addr = %self.local_addr(), id = %self.app.config.id, "listening");
-        let served =
-            service_kit::http::serve(self.listener, routes::router(self.app), shutdown).await;
-        let _ = stop_tx.send(true);
-        let _ = rounds.await;
-        served
+        let addr = self.local_addr();
+        let app = self.app;
+        let rounds = app.clone();
+        app.tasks.every(app.config.recovery_interval(), move || {
+            recovery_round(rounds.clone())
+        });
+        tracing::info!(%addr, id = %app.config.id, "listening");
+        let tasks = app.tasks.clone();
+        // The transactions in progress run to their ends (each is bounded by its deadline);
+        // the log's writers end once the last handle to the log, in those tasks, is dropped.
+        service_kit::http::serve(self.listener, routes::router(app), shutdown, &tasks).await
     }
 }
 
@@ -120,26 +129,18 @@ impl Coordinator {
 /// safe to repeat) and the next one starts.
 const ROUND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-async fn recovery_loop(app: App, mut stop: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(app.config.recovery_interval());
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
+/// One background recovery round. A round stuck on an unresponsive database must not stop
+/// every later round.
+async fn recovery_round(app: App) {
+    match tokio::time::timeout(ROUND_TIMEOUT, recovery::round(&app)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "recovery round failed");
+            metrics::counter!(telemetry::RECOVERY_ROUNDS, "result" => "error").increment(1);
         }
-        // A round stuck on an unresponsive database must not stop every later round.
-        match tokio::time::timeout(ROUND_TIMEOUT, recovery::round(&app)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "recovery round failed");
-                metrics::counter!(telemetry::RECOVERY_ROUNDS, "result" => "error").increment(1);
-            }
-            Err(_) => {
-                tracing::warn!("recovery round timed out");
-                metrics::counter!(telemetry::RECOVERY_ROUNDS, "result" => "error").increment(1);
-            }
+        Err(_) => {
+            tracing::warn!("recovery round timed out");
+            metrics::counter!(telemetry::RECOVERY_ROUNDS, "result" => "error").increment(1);
         }
     }
 }

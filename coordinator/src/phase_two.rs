@@ -55,7 +55,7 @@ pub(crate) async fn finish(
 ) -> bool {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let app_clone = app.clone();
-    tokio::spawn(async move {
+    app.tasks.spawn(async move {
         let started = Instant::now();
         let mut waited_for = branches
             .iter()

@@ -36,10 +36,12 @@ async fn run_transaction(
     // The protocol runs in a task of its own: a caller that goes away (its timeout, a crash)
     // drops this handler, and a transaction cancelled halfway would keep its branches
     // prepared and its txid in flight, out of recovery's reach, for good.
-    let run = tokio::spawn(async move { protocol::run(&app, request).await }.instrument(span));
-    let outcome = run
+    let tasks = app.tasks.clone();
+    let run = async move { protocol::run(&app, request).await }.instrument(span);
+    let outcome = tasks
+        .run(run)
         .await
-        .map_err(|error| Error::Task(error.to_string()))??;
+        .ok_or_else(|| Error::Task("the transaction's task panicked".into()))??;
     Ok(Json(outcome))
 }
 

@@ -3,7 +3,7 @@
 
 mod world;
 
-use std::{process::Output, time::Duration};
+use std::process::Output;
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -346,7 +346,7 @@ async fn a_run_while_another_holds_the_recovery_lock_exits_one_and_changes_nothi
         .await
         .unwrap());
 
-    let started = std::time::Instant::now();
+    // It does not wait for the lock: the holder keeps it until after this run's answer.
     let run = world.cli(&["resolve", "--grace", "0"]);
 
     assert_eq!(run.code, 1);
@@ -355,7 +355,6 @@ async fn a_run_while_another_holds_the_recovery_lock_exits_one_and_changes_nothi
         "{}",
         run.stderr
     );
-    assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(world.all_prepared().await, before);
     holder.rollback().await.unwrap();
     assert_eq!(world.cli(&["resolve", "--grace", "0"]).code, 0);

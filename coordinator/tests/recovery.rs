@@ -206,7 +206,8 @@ async fn a_fence_that_finds_a_commit_decision_commits_the_branch_instead() {
 #[tokio::test]
 async fn a_commit_decision_lands_only_before_its_deadline_and_before_any_fence() {
     let world = world().await;
-    let log = DecisionLog::open(&world.log_url, "c1", world.log.clone())
+    let tasks = service_kit::tasks::Tasks::new();
+    let log = DecisionLog::open(&world.log_url, "c1", world.log.clone(), &tasks)
         .await
         .unwrap();
     let names = vec!["alpha".to_owned()];

@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use service_kit::sync::lock;
+use service_kit::{sync::lock, tasks::Tasks};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use twopc::Deadline;
 use uuid::Uuid;
@@ -70,6 +70,7 @@ pub struct Batches<M, R> {
     max_members: usize,
     phase_one: Duration,
     phase_two_wait: Duration,
+    tasks: Tasks,
 }
 
 struct Batch<M, R> {
@@ -103,14 +104,17 @@ pub struct Ticket<M, R> {
 }
 
 impl<M: Send + 'static, R: Clone + Send + Sync + 'static> Batches<M, R> {
-    /// `places`: batches in flight at once; `max_members`: checkouts in one batch.
+    /// `places`: batches in flight at once; `max_members`: checkouts in one batch. Each batch
+    /// runs under `tasks`, whoever waits for it.
     pub fn new(
         places: usize,
         max_members: usize,
         phase_one: Duration,
         phase_two_wait: Duration,
+        tasks: Tasks,
     ) -> Self {
         Self {
+            tasks,
             forming: Mutex::new(None),
             places: Arc::new(Semaphore::new(places.max(1))),
             max_members: max_members.max(1),
@@ -168,7 +172,9 @@ impl<M: Send + 'static, R: Clone + Send + Sync + 'static> Batches<M, R> {
         if open {
             *forming = Some(batch.clone());
         }
-        tokio::spawn(drive(batch.clone(), place, self.places.clone(), run));
+        let places = self.places.clone();
+        self.tasks
+            .spawn(drive(batch.clone(), place, places, self.tasks.clone(), run));
         Some(Ticket {
             batch,
             joined: true,
@@ -182,6 +188,7 @@ async fn drive<M, R, F, Fut>(
     batch: Arc<Batch<M, R>>,
     place: Option<OwnedSemaphorePermit>,
     places: Arc<Semaphore>,
+    tasks: Tasks,
     run: F,
 ) where
     M: Send + 'static,
@@ -207,7 +214,7 @@ async fn drive<M, R, F, Fut>(
     };
     if !members.is_empty() {
         // In a task of its own, so that members waiting for the result hear of a panic.
-        let result = tokio::spawn(run(batch.attempt, members)).await.ok();
+        let result = tasks.run(run(batch.attempt, members)).await;
         batch.result.send_replace(Done::Ran(result));
     }
     drop(place);
@@ -264,6 +271,7 @@ mod tests {
             max,
             Duration::from_secs(5),
             Duration::from_secs(3),
+            Tasks::new(),
         ))
     }
 

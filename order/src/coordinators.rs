@@ -68,36 +68,25 @@ impl Coordinators {
         }
     }
 
-    /// Probes every coordinator until `stop` fires.
-    pub async fn probe(
-        self: Arc<Self>,
-        http: reqwest::Client,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let mut ticks = tokio::time::interval(PROBE_INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = stop.changed() => return,
-            }
-            let mut probes = tokio::task::JoinSet::new();
-            for index in 0..self.urls.len() {
-                let http = http.clone();
-                let this = self.clone();
-                probes.spawn(async move {
-                    let Ok(url) = this.urls[index].join("/health") else {
-                        return;
-                    };
-                    let answered = http.get(url).timeout(PROBE_INTERVAL).send().await;
-                    match answered {
-                        Ok(response) if response.status().is_success() => this.mark_up(index),
-                        _ => this.mark_down(index),
-                    }
-                });
-            }
-            while probes.join_next().await.is_some() {}
+    /// Asks every coordinator for `/health` once, marking each up or down by its answer;
+    /// run every [`PROBE_INTERVAL`].
+    pub async fn probe(self: Arc<Self>, http: reqwest::Client) {
+        let mut probes = tokio::task::JoinSet::new();
+        for index in 0..self.urls.len() {
+            let http = http.clone();
+            let this = self.clone();
+            probes.spawn(async move {
+                let Ok(url) = this.urls[index].join("/health") else {
+                    return;
+                };
+                let answered = http.get(url).timeout(PROBE_INTERVAL).send().await;
+                match answered {
+                    Ok(response) if response.status().is_success() => this.mark_up(index),
+                    _ => this.mark_down(index),
+                }
+            });
         }
+        while probes.join_next().await.is_some() {}
     }
 }
 

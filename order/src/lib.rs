@@ -30,6 +30,7 @@ pub mod telemetry;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::tasks::Tasks;
 use sqlx::{migrate::Migrator, postgres::PgPoolOptions, PgPool};
 use tokio::net::TcpListener;
 
@@ -54,14 +55,18 @@ pub struct State {
     pub sold_out: Arc<stock::SoldOut>,
     pub http: reqwest::Client,
     pub metrics: PrometheusHandle,
+    /// Every task besides the request handlers: batches, the marker collector, the pool's
+    /// watch, the coordinators' probes.
+    pub tasks: Tasks,
 }
 
-pub struct App {
+/// The order service, built and bound, ready to serve.
+pub struct Server {
     state: State,
     listener: TcpListener,
 }
 
-impl App {
+impl Server {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let metrics = service_kit::telemetry::init_metrics();
         telemetry::register();
@@ -82,6 +87,7 @@ impl App {
                     .options([("synchronous_commit", "off")]),
             );
         let listener = TcpListener::bind(config.listen).await?;
+        let tasks = Tasks::new();
         let state = State {
             // Every call sets its own timeout from its deadline; this bound is a backstop.
             http: service_kit::http::client(config.checkout_deadline()),
@@ -97,12 +103,14 @@ impl App {
                 config.checkout_batch_max as usize,
                 config.phase_one(),
                 config.phase_two_wait(),
+                tasks.clone(),
             )),
             sold_out: Arc::default(),
             config: Arc::new(config),
             pool,
             claims,
             metrics,
+            tasks,
         };
         Ok(Self { state, listener })
     }
@@ -121,21 +129,15 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let gc = tokio::spawn(prepare::collect_markers(self.state.pool.clone()));
-        let _watch = service_kit::db::watch(self.state.pool.clone(), prepare::PARTICIPANT);
-        let (stop_probes, probes_stopped) = tokio::sync::watch::channel(false);
-        let probes = tokio::spawn(
-            self.state
-                .coordinators
-                .clone()
-                .probe(self.state.http.clone(), probes_stopped),
-        );
+        let tasks = self.state.tasks.clone();
+        service_kit::db::collect_markers(&tasks, self.state.pool.clone());
+        service_kit::db::watch(&tasks, self.state.pool.clone(), prepare::PARTICIPANT);
+        let (coordinators, http) = (self.state.coordinators.clone(), self.state.http.clone());
+        tasks.every(coordinators::PROBE_INTERVAL, move || {
+            coordinators.clone().probe(http.clone())
+        });
         tracing::info!(addr = %self.local_addr(), "listening");
-        let served =
-            service_kit::http::serve(self.listener, routes::router(self.state), shutdown).await;
-        gc.abort();
-        let _ = stop_probes.send(true);
-        let _ = probes.await;
-        served
+        let router = routes::router(self.state);
+        service_kit::http::serve(self.listener, router, shutdown, &tasks).await
     }
 }

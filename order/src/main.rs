@@ -1,10 +1,12 @@
 use clap::Parser;
-use order::{App, Config};
+use order::{Config, Server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     service_kit::telemetry::init_logs();
-    let app = App::build(Config::parse()).await?;
-    app.run_until(service_kit::http::shutdown_signal()).await?;
+    let server = Server::build(Config::parse()).await?;
+    server
+        .run_until(service_kit::http::shutdown_signal())
+        .await?;
     Ok(())
 }

@@ -5,8 +5,6 @@
 //! (`orders.checkout_txid`, see `checkout`), so a transaction that was given up on and
 //! superseded can never commit alongside its successor.
 
-use std::time::Duration;
-
 use axum::{extract::State as AxumState, http::StatusCode, Json};
 use serde::{Deserialize, Serialize};
 use twopc::{
@@ -157,19 +155,5 @@ fn refusal(work: &OrderWork, unchanged: db::Unchanged) -> Refusal {
             "superseded",
             "another checkout of this order took over, try again",
         ),
-    }
-}
-
-/// Deletes old markers now and then (they only matter while a decision is unfinished).
-pub async fn collect_markers(pool: sqlx::PgPool) {
-    const RETENTION: Duration = Duration::from_secs(24 * 3600);
-    let mut ticker = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        ticker.tick().await;
-        match twopc::finish::gc_markers(&pool, RETENTION).await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "old two-phase-commit markers removed"),
-            Err(error) => tracing::warn!(%error, "marker clean-up failed"),
-        }
     }
 }

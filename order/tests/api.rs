@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use order::{App, Config};
+use order::{Config, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::{Executor, PgPool};
@@ -26,7 +26,7 @@ async fn world() -> World {
 async fn world_with(adjust: impl FnOnce(&mut Config)) -> World {
     service_kit::telemetry::init_logs();
     let stock_db = service_kit::testing::fresh_database().await;
-    let stock = participant_stock::App::build(participant_server::Config {
+    let stock = participant_stock::Server::build(participant_server::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: stock_db,
         db_max_connections: 4,
@@ -53,9 +53,9 @@ async fn world_with(adjust: impl FnOnce(&mut Config)) -> World {
         db_max_connections: 4,
     };
     adjust(&mut config);
-    let app = App::build(config).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
+    let server = Server::build(config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    tokio::spawn(server.run_until(std::future::pending()));
     World {
         base,
         stock: stock_url,

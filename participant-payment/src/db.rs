@@ -69,9 +69,6 @@ pub async fn add_funds(db: impl PgExecutor<'_>, id: &str, amount: i64) -> Result
     Ok(())
 }
 
-/// Charges in one guarded statement; only when that changes nothing does a second read tell
-/// an unknown user from a poor one (users are never deleted, so the answer cannot race).
-/// Both `pay` and the checkout's branch charge through here.
 /// Locks the users in id order and reads their credit as it is once locked. Unknown ids are
 /// missing.
 pub async fn lock_users(
@@ -102,6 +99,9 @@ pub async fn charge_locked(
     Ok(())
 }
 
+/// Charges in one guarded statement; only when that changes nothing does a second read tell
+/// an unknown user from a poor one (users are never deleted, so the answer cannot race).
+/// Both `POST /payment/pay` and a lone checkout's branch charge through here.
 pub async fn pay(conn: &mut PgConnection, id: &str, amount: i64) -> Result<()> {
     let done = sqlx::query("update users set credit = credit - $2 where id = $1 and credit >= $2")
         .bind(id)

@@ -25,7 +25,7 @@ pub const PARTICIPANT: &str = "payment";
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/payment");
 
 /// The payment service, ready to serve.
-pub type App = participant_server::App<Payment>;
+pub type Server = participant_server::Server<Payment>;
 
 pub struct Payment;
 

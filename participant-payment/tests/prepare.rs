@@ -5,14 +5,14 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{new_gid, spawn_app, TestApp};
+use support::{new_gid, spawn_app, TestServer};
 use twopc::{
     finish::{commit_prepared, marker_exists, rollback_prepared, CommitResult, RollbackResult},
     wire::routes::PREPARE,
     Gid,
 };
 
-async fn credit_of(app: &TestApp, id: &str) -> i64 {
+async fn credit_of(app: &TestServer, id: &str) -> i64 {
     sqlx::query_scalar("select credit from users where id = $1")
         .bind(id)
         .fetch_one(&app.pool)
@@ -20,7 +20,7 @@ async fn credit_of(app: &TestApp, id: &str) -> i64 {
         .unwrap()
 }
 
-async fn prepare(app: &TestApp, gid: &Gid, user_id: &str, amount: i64) -> (StatusCode, Value) {
+async fn prepare(app: &TestServer, gid: &Gid, user_id: &str, amount: i64) -> (StatusCode, Value) {
     let body = json!({
         "gid": gid.to_string(),
         "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)),
@@ -30,7 +30,7 @@ async fn prepare(app: &TestApp, gid: &Gid, user_id: &str, amount: i64) -> (Statu
 }
 
 /// True when another transaction holds a row lock on the user.
-async fn is_locked(app: &TestApp, id: &str) -> bool {
+async fn is_locked(app: &TestServer, id: &str) -> bool {
     let mut tx = app.pool.begin().await.unwrap();
     let result = sqlx::query("select 1 from users where id = $1 for update nowait")
         .bind(id)
@@ -214,7 +214,7 @@ async fn malformed_work_is_refused_with_400_and_prepares_nothing() {
     assert!(app.prepared_gids().await.is_empty());
 }
 
-async fn prepare_batch(app: &TestApp, gid: &Gid, members: Value) -> (StatusCode, Value) {
+async fn prepare_batch(app: &TestServer, gid: &Gid, members: Value) -> (StatusCode, Value) {
     let body = json!({
         "gid": gid.to_string(),
         "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)),

@@ -12,7 +12,7 @@ mod prepare;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use std::{future::Future, marker::PhantomData, net::SocketAddr, time::Duration};
+use std::{future::Future, marker::PhantomData, net::SocketAddr};
 
 use anyhow::Context;
 use axum::{
@@ -20,18 +20,14 @@ use axum::{
     Router,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::tasks::Tasks;
 use sqlx::{migrate::Migrator, PgConnection, PgPool};
-use tokio::{net::TcpListener, sync::watch};
+use tokio::net::TcpListener;
 use twopc::wire::Refusal;
 
 pub use prepare::PrepareError;
 
 pub use twopc::VOTES_METRIC as VOTES;
-
-/// Markers are read only while a decision is unfinished, which recovery settles in seconds.
-pub const MARKER_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
-/// How often old markers are deleted.
-pub const MARKER_GC_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
 /// One participant's business: its database, its public routes and its branch's work.
 pub trait Participant: Send + Sync + 'static {
@@ -84,7 +80,7 @@ pub struct Config {
 }
 
 /// A participant service that is connected, migrated and bound, but not serving yet.
-pub struct App<P> {
+pub struct Server<P> {
     listener: TcpListener,
     local_addr: SocketAddr,
     pool: PgPool,
@@ -92,7 +88,7 @@ pub struct App<P> {
     participant: PhantomData<fn() -> P>,
 }
 
-impl<P: Participant> App<P> {
+impl<P: Participant> Server<P> {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let metrics = service_kit::telemetry::init_metrics();
         service_kit::telemetry::describe(&[service_kit::telemetry::Metric {
@@ -135,27 +131,18 @@ impl<P: Participant> App<P> {
         self.local_addr.port()
     }
 
-    /// Serves until `shutdown` resolves, lets in-flight requests finish, then stops the
-    /// marker collector.
+    /// Serves until `shutdown` resolves, lets in-flight requests finish, then stops the marker
+    /// collector and the pool's watch.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop, stopped) = watch::channel(());
-        let collector = tokio::spawn(collect_markers(self.pool.clone(), stopped));
-        let _watch = service_kit::db::watch(self.pool.clone(), P::NAME);
+        let tasks = Tasks::new();
+        service_kit::db::collect_markers(&tasks, self.pool.clone());
+        service_kit::db::watch(&tasks, self.pool.clone(), P::NAME);
         tracing::info!(participant = P::NAME, "listening on {}", self.local_addr);
-        let served = service_kit::http::serve(
-            self.listener,
-            router::<P>(self.pool, self.metrics),
-            shutdown,
-        )
-        .await;
-        drop(stop);
-        if let Err(error) = collector.await {
-            tracing::warn!(%error, "marker collector failed");
-        }
-        served
+        let router = router::<P>(self.pool, self.metrics);
+        service_kit::http::serve(self.listener, router, shutdown, &tasks).await
     }
 }
 
@@ -173,23 +160,6 @@ fn router<P: Participant>(pool: PgPool, metrics: PrometheusHandle) -> Router {
         .with_state(pool)
 }
 
-/// Deletes old markers every [`MARKER_GC_INTERVAL`] until `stopped` says the service is
-/// shutting down.
-async fn collect_markers(pool: PgPool, mut stopped: watch::Receiver<()>) {
-    let mut ticks = tokio::time::interval(MARKER_GC_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => return,
-            _ = ticks.tick() => {}
-        }
-        match twopc::finish::gc_markers(&pool, MARKER_RETENTION).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "deleted old 2pc markers"),
-            Err(error) => tracing::warn!(%error, "cannot delete old 2pc markers"),
-        }
-    }
-}
-
 /// The whole `main` of a participant's binary: parses a [`Config`] from the command line and
 /// the environment (as command `name`, described by `about`), then runs participant `P` until
 /// SIGINT/SIGTERM.
@@ -204,7 +174,9 @@ pub async fn run_main<P: Participant>(
         .about(about)
         .long_about(None);
     let config = Config::from_arg_matches(&command.get_matches())?;
-    let app = App::<P>::build(config).await?;
-    app.run_until(service_kit::http::shutdown_signal()).await?;
+    let server = Server::<P>::build(config).await?;
+    server
+        .run_until(service_kit::http::shutdown_signal())
+        .await?;
     Ok(())
 }

@@ -2,7 +2,6 @@
 
 use axum::{
     extract::State,
-    http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
@@ -28,14 +27,9 @@ pub enum PrepareError {
 
 impl IntoResponse for PrepareError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            PrepareError::Gid(_) | PrepareError::Work(_) => StatusCode::BAD_REQUEST,
-            // The coordinator counts a failed prepare as a no vote and aborts.
-            PrepareError::Database(_) => {
-                return service_kit::http::internal_error(&self);
-            }
-        };
-        service_kit::http::client_error(status, self.to_string())
+        // The coordinator counts a failed prepare as a no vote and aborts.
+        let internal = matches!(self, PrepareError::Database(_));
+        service_kit::http::error_reply(&self, internal)
     }
 }
 

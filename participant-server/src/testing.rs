@@ -8,10 +8,10 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
 
-use crate::{App, Config, Participant};
+use crate::{Config, Participant, Server};
 
 /// A running participant service `P` and a client for it; dropping it stops the service.
-pub struct TestApp<P> {
+pub struct TestServer<P> {
     pub base: String,
     pub client: reqwest::Client,
     /// A pool of the test's own on the service's database, for asserting its state and for
@@ -22,22 +22,22 @@ pub struct TestApp<P> {
     participant: PhantomData<fn() -> P>,
 }
 
-pub async fn spawn_app<P: Participant>() -> TestApp<P> {
+pub async fn spawn_app<P: Participant>() -> TestServer<P> {
     service_kit::telemetry::init_logs();
     let database_url = service_kit::testing::fresh_database().await;
-    let app = App::<P>::build(Config {
+    let server = Server::<P>::build(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url.clone(),
         db_max_connections: 16,
     })
     .await
     .unwrap_or_else(|error| panic!("{} service starts: {error:?}", P::NAME));
-    let base = format!("http://127.0.0.1:{}", app.port());
+    let base = format!("http://127.0.0.1:{}", server.port());
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
+    tokio::spawn(server.run_until(async {
         let _ = stopped.await;
     }));
-    TestApp {
+    TestServer {
         base,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -50,7 +50,7 @@ pub async fn spawn_app<P: Participant>() -> TestApp<P> {
     }
 }
 
-impl<P> TestApp<P> {
+impl<P> TestServer<P> {
     pub async fn post(&self, path: &str) -> (StatusCode, String) {
         let response = self
             .client
@@ -128,7 +128,7 @@ impl<P> TestApp<P> {
     }
 }
 
-impl<P> Drop for TestApp<P> {
+impl<P> Drop for TestServer<P> {
     /// Stops the service and rolls back whatever a failed test left prepared, so the shared
     /// server's prepared-transaction slots do not fill up.
     fn drop(&mut self) {

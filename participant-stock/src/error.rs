@@ -1,16 +1,10 @@
 //! The service's one error type and its mapping to HTTP.
 //!
-//! The mapping has the same shape as `participant-payment`'s (client errors 400, database 500),
-//! but over this service's own variants, so each crate keeps its own.
+//! A database error is ours (500), every other variant is about the request (400): see
+//! `service_kit::http::error_reply`.
 
-use axum::{
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
-use service_kit::{
-    http::{client_error, internal_error},
-    ParamError,
-};
+use axum::response::{IntoResponse, Response};
+use service_kit::{http::error_reply, ParamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,14 +30,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = match &self {
-            Error::Param(_)
-            | Error::UnknownItem(_)
-            | Error::InsufficientStock { .. }
-            | Error::Overflow { .. }
-            | Error::Work(_) => StatusCode::BAD_REQUEST,
-            Error::Database(_) => return internal_error(&self),
-        };
-        client_error(status, self.to_string())
+        // Only the database is a failure of ours; every other variant is about the request.
+        let internal = matches!(self, Error::Database(_));
+        error_reply(&self, internal)
     }
 }

@@ -26,7 +26,7 @@ pub const PARTICIPANT: &str = "stock";
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/stock");
 
 /// The stock service, ready to serve.
-pub type App = participant_server::App<Stock>;
+pub type Server = participant_server::Server<Stock>;
 
 pub struct Stock;
 

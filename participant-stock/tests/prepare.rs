@@ -5,14 +5,14 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{new_gid, spawn_app, TestApp};
+use support::{new_gid, spawn_app, TestServer};
 use twopc::{
     finish::{commit_prepared, marker_exists, rollback_prepared, CommitResult, RollbackResult},
     wire::routes::PREPARE,
     Gid,
 };
 
-async fn stock_of(app: &TestApp, id: &str) -> i64 {
+async fn stock_of(app: &TestServer, id: &str) -> i64 {
     sqlx::query_scalar("select stock from items where id = $1")
         .bind(id)
         .fetch_one(&app.pool)
@@ -20,13 +20,13 @@ async fn stock_of(app: &TestApp, id: &str) -> i64 {
         .unwrap()
 }
 
-async fn prepare(app: &TestApp, gid: &Gid, items: Value) -> (StatusCode, Value) {
+async fn prepare(app: &TestServer, gid: &Gid, items: Value) -> (StatusCode, Value) {
     let body = json!({ "gid": gid.to_string(), "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)), "work": { "items": items } });
     app.post_json(PREPARE, &body).await
 }
 
 /// True when another transaction holds a row lock on the item.
-async fn is_locked(app: &TestApp, id: &str) -> bool {
+async fn is_locked(app: &TestServer, id: &str) -> bool {
     let mut tx = app.pool.begin().await.unwrap();
     let result = sqlx::query("select 1 from items where id = $1 for update nowait")
         .bind(id)
@@ -252,7 +252,7 @@ async fn stock_taken_while_a_branch_waited_for_its_lock_is_refused_with_what_is_
 }
 
 /// Waits until some session of the test database waits for a row lock.
-async fn wait_until_waiting_for_a_lock(app: &TestApp) {
+async fn wait_until_waiting_for_a_lock(app: &TestServer) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let waiting: i64 = sqlx::query_scalar(
@@ -273,7 +273,7 @@ async fn wait_until_waiting_for_a_lock(app: &TestApp) {
     }
 }
 
-async fn prepare_batch(app: &TestApp, gid: &Gid, members: Value) -> (StatusCode, Value) {
+async fn prepare_batch(app: &TestServer, gid: &Gid, members: Value) -> (StatusCode, Value) {
     let body = json!({ "gid": gid.to_string(), "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)), "work": members });
     app.post_json(PREPARE, &body).await
 }

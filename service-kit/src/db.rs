@@ -8,6 +8,8 @@ use sqlx::{
     ConnectOptions, PgPool,
 };
 
+use crate::tasks::Tasks;
+
 /// How long start-up waits for a database that is still coming up (the launcher starts the
 /// databases and the services at the same time, and restarts either after a crash).
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
@@ -46,30 +48,37 @@ pub async fn connect(
     Ok(pool)
 }
 
+/// Markers are read only while a decision is unfinished, which recovery settles in seconds.
+pub const MARKER_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// How often old markers are deleted.
+pub const MARKER_GC_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// Deletes the 2PC markers in `pool`'s database older than [`MARKER_RETENTION`], every
+/// [`MARKER_GC_INTERVAL`] until `tasks` stop.
+pub fn collect_markers(tasks: &Tasks, pool: PgPool) {
+    tasks.every(MARKER_GC_INTERVAL, move || {
+        let pool = pool.clone();
+        async move {
+            match twopc::finish::gc_markers(&pool, MARKER_RETENTION).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "deleted old 2pc markers"),
+                Err(error) => tracing::warn!(%error, "cannot delete old 2pc markers"),
+            }
+        }
+    });
+}
+
 /// How often [`watch`] samples a pool and the database's prepared transactions.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Samples `pool` (labelled `name`, the database) every [`WATCH_INTERVAL`] until the returned
-/// guard is dropped: connection counts, a timed probe acquire, and the checkout's prepared
-/// transactions in the database (see [`crate::telemetry::PREPARED_BRANCHES`]).
-pub fn watch(pool: PgPool, name: &'static str) -> Watch {
-    Watch(tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            sample(&pool, name).await;
-        }
-    }))
-}
-
-/// Stops the sampling task of [`watch`] when dropped.
-pub struct Watch(tokio::task::JoinHandle<()>);
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Samples `pool` (labelled `name`, the database) every [`WATCH_INTERVAL`] until `tasks` stop:
+/// connection counts, a timed probe acquire, and the checkout's prepared transactions in the
+/// database (see [`crate::telemetry::PREPARED_BRANCHES`]).
+pub fn watch(tasks: &Tasks, pool: PgPool, name: &'static str) {
+    tasks.every(WATCH_INTERVAL, move || {
+        let pool = pool.clone();
+        async move { sample(&pool, name).await }
+    });
 }
 
 async fn sample(pool: &PgPool, name: &'static str) {

@@ -9,6 +9,8 @@ use axum::{
 };
 use tokio::net::TcpListener;
 
+use crate::tasks::{Tasks, STOP_DEADLINE};
+
 /// Connect timeout of every outgoing call: peers are on the same host or network.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -25,15 +27,20 @@ pub fn client(request_timeout: Duration) -> reqwest::Client {
         .expect("a client with only timeouts configured always builds")
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Serves `router` on `listener` until `shutdown` resolves and the requests in progress have
+/// been answered, then stops the service's background `tasks` and waits for them (at most
+/// [`STOP_DEADLINE`]): when this returns, nothing of the service is still running.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    tasks: &Tasks,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    tasks.stop(STOP_DEADLINE).await;
+    served
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -71,6 +78,16 @@ pub async fn health() -> &'static str {
 /// A business failure: 4xx with a short plain-text reason.
 pub fn client_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()
+}
+
+/// The answer to a service's error: a failure of ours (`internal`) is a logged 500, anything
+/// else is about the request and answered 400 with the error's own message.
+pub fn error_reply(error: &dyn std::fmt::Display, internal: bool) -> Response {
+    if internal {
+        internal_error(error)
+    } else {
+        client_error(StatusCode::BAD_REQUEST, error.to_string())
+    }
 }
 
 /// A failure of ours: logged with its cause, answered as a bare "internal error".

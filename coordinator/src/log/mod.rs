@@ -20,6 +20,7 @@
 mod records;
 mod writer;
 
+use service_kit::tasks::Tasks;
 use sqlx::{postgres::PgConnectOptions, ConnectOptions, PgPool};
 use tokio::sync::{mpsc, oneshot};
 use twopc::Deadline;
@@ -73,19 +74,26 @@ pub struct DecisionLog {
 impl DecisionLog {
     /// Takes the identity lock (waiting for a previous incarnation to be gone), then starts
     /// the group-commit writer and the lazy finisher.
-    pub async fn open(url: &str, coordinator: &str, pool: PgPool) -> Result<Self, sqlx::Error> {
+    /// Both tasks run under `tasks` and end once every handle to the log has been dropped,
+    /// after writing what was sent before.
+    pub async fn open(
+        url: &str,
+        coordinator: &str,
+        pool: PgPool,
+        tasks: &Tasks,
+    ) -> Result<Self, sqlx::Error> {
         let options: PgConnectOptions =
             url.parse::<PgConnectOptions>()?.disable_statement_logging();
         let conn = writer::lock_identity(&options, coordinator).await?;
         let (writer, requests) = mpsc::channel(4 * MAX_BATCH);
         let (finisher, finished) = mpsc::unbounded_channel();
-        tokio::spawn(writer::write_decisions(
+        tasks.spawn(writer::write_decisions(
             conn,
             options,
             coordinator.to_owned(),
             requests,
         ));
-        tokio::spawn(writer::finish_decisions(pool.clone(), finished));
+        tasks.spawn(writer::finish_decisions(pool.clone(), finished));
         Ok(Self {
             coordinator: coordinator.to_owned(),
             pool,

@@ -5,9 +5,9 @@
 
 use participant_payment::Payment;
 
-pub type TestApp = participant_server::testing::TestApp<Payment>;
+pub type TestServer = participant_server::testing::TestServer<Payment>;
 
-pub async fn spawn_app() -> TestApp {
+pub async fn spawn_app() -> TestServer {
     participant_server::testing::spawn_app::<Payment>().await
 }
 

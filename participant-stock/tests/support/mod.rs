@@ -5,9 +5,9 @@
 
 use participant_stock::Stock;
 
-pub type TestApp = participant_server::testing::TestApp<Stock>;
+pub type TestServer = participant_server::testing::TestServer<Stock>;
 
-pub async fn spawn_app() -> TestApp {
+pub async fn spawn_app() -> TestServer {
     participant_server::testing::spawn_app::<Stock>().await
 }
 

@@ -8,19 +8,21 @@
 //! and clean up in `Drop`, whatever async runtime (or none) its owner uses, including while a
 //! test unwinds from a panic. Children also get SIGKILL if the launcher itself dies.
 
+mod command;
+mod slot;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
 use crate::unix::{self, Signal};
+
+pub use command::{BeforeStart, CommandSpec};
+use slot::{Slot, State};
 
 /// First delay before restarting a child that exited.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -43,141 +45,11 @@ pub enum Target {
     Group,
 }
 
-/// Runs before every start of a child, in the supervisor (e.g. clearing a stale lock file).
-pub type BeforeStart = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
-
-/// How to start a child: program, arguments, environment, user, and how to stop it.
-#[derive(Clone)]
-pub struct CommandSpec {
-    program: PathBuf,
-    args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
-    current_dir: Option<PathBuf>,
-    user: Option<(u32, u32)>,
-    stop_signal: Signal,
-    before_start: Option<BeforeStart>,
-}
-
-impl std::fmt::Debug for CommandSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandSpec")
-            .field("program", &self.program)
-            .field("args", &self.args)
-            .field("env", &self.env)
-            .field("current_dir", &self.current_dir)
-            .field("user", &self.user)
-            .field("stop_signal", &self.stop_signal)
-            .finish_non_exhaustive()
-    }
-}
-
-impl CommandSpec {
-    /// A command running `program`, stopped with SIGTERM.
-    pub fn new(program: impl Into<PathBuf>) -> Self {
-        CommandSpec {
-            program: program.into(),
-            args: Vec::new(),
-            env: Vec::new(),
-            current_dir: None,
-            user: None,
-            stop_signal: Signal::Term,
-            before_start: None,
-        }
-    }
-
-    /// Appends one argument.
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
-        self.args.push(arg.into());
-        self
-    }
-
-    /// Appends arguments.
-    pub fn args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<OsString>,
-    {
-        self.args.extend(args.into_iter().map(Into::into));
-        self
-    }
-
-    /// Sets an environment variable (the rest of the environment is inherited).
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-
-    /// Runs the child in `dir`.
-    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.current_dir = Some(dir.into());
-        self
-    }
-
-    /// Runs the child as `uid`/`gid` (set by the kernel before exec, so the pid we hold is the
-    /// program's own: no `su` in between to absorb signals).
-    pub fn user(mut self, uid: u32, gid: u32) -> Self {
-        self.user = Some((uid, gid));
-        self
-    }
-
-    /// The signal that asks this program to stop (SIGTERM unless set).
-    pub fn stop_signal(mut self, signal: Signal) -> Self {
-        self.stop_signal = signal;
-        self
-    }
-
-    /// A hook run before every start.
-    pub fn before_start(mut self, hook: BeforeStart) -> Self {
-        self.before_start = Some(hook);
-        self
-    }
-
-    /// The program this command runs.
-    pub fn program(&self) -> &Path {
-        &self.program
-    }
-
-    /// A `Command` for this spec, without the supervisor's process group and output handling.
-    pub fn to_command(&self) -> Command {
-        let mut command = Command::new(&self.program);
-        command.args(&self.args);
-        command.envs(self.env.iter().map(|(k, v)| (k, v)));
-        if let Some(dir) = &self.current_dir {
-            command.current_dir(dir);
-        }
-        if let Some((uid, gid)) = self.user {
-            command.uid(uid).gid(gid);
-        }
-        command
-    }
-}
-
 /// Named child processes kept running. See the module documentation.
 pub struct Supervisor {
     logs_dir: PathBuf,
     children: Mutex<BTreeMap<String, Arc<Slot>>>,
     shutting_down: Mutex<bool>,
-}
-
-struct Slot {
-    name: String,
-    spec: CommandSpec,
-    log_path: PathBuf,
-    state: Mutex<State>,
-    changed: Condvar,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-#[derive(Default)]
-struct State {
-    pid: Option<u32>,
-    /// False while stopped: the child is not restarted.
-    enabled: bool,
-    shutting_down: bool,
-    restarts: u64,
-    last_exit: Option<ExitStatus>,
-    /// Environment set or removed on top of the spec, from the next start on.
-    env_overrides: BTreeMap<OsString, Option<OsString>>,
 }
 
 impl Supervisor {
@@ -420,160 +292,6 @@ impl Drop for Supervisor {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-impl Slot {
-    /// Starts the process; called with the state locked so that no stop or kill can slip in
-    /// between the decision to start and the pid becoming visible.
-    fn start(&self, state: &mut State) -> Result<Child> {
-        let spawn_error = |source| Error::Spawn {
-            name: self.name.clone(),
-            program: self.spec.program.clone(),
-            source,
-        };
-        if let Some(hook) = &self.spec.before_start {
-            hook().map_err(spawn_error)?;
-        }
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .context(|| format!("opening {}", self.log_path.display()))?;
-        // The marker line helps reading a log that spans restarts; losing it is harmless.
-        let _ = writeln!(
-            log,
-            "--- starting {} (restart {}) ---",
-            self.spec.program.display(),
-            state.restarts
-        );
-        let stderr = log
-            .try_clone()
-            .context(|| format!("opening {}", self.log_path.display()))?;
-        let mut command = self.spec.to_command();
-        for (key, value) in &state.env_overrides {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        command
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr)
-            .process_group(0);
-        let parent = unix::current_pid();
-        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-        // system calls (prctl, getppid); it allocates nothing on success.
-        unsafe {
-            command.pre_exec(move || unix::die_with_parent(parent));
-        }
-        let child = command.spawn().map_err(spawn_error)?;
-        state.pid = Some(child.id());
-        self.changed.notify_all();
-        Ok(child)
-    }
-
-    /// The loop of the child's thread: wait for an exit, restart, until shutdown.
-    fn supervise(&self, mut child: Child) {
-        let mut backoff = MIN_BACKOFF;
-        let mut started = Instant::now();
-        loop {
-            let status = self.reap(&mut child);
-            if started.elapsed() >= BACKOFF_RESET_AFTER {
-                backoff = MIN_BACKOFF;
-            }
-            let mut state = lock(&self.state);
-            state.last_exit = status;
-            let crashed = state.enabled && !state.shutting_down;
-            if crashed {
-                let status = status.map_or_else(|| "unknown".to_owned(), |s| s.to_string());
-                tracing::warn!("restarting {} ({status})", self.name);
-            }
-            if crashed {
-                state = self.wait_while(state, Instant::now() + backoff, |s| {
-                    s.enabled && !s.shutting_down
-                });
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            loop {
-                state = self.wait_while(state, far_future(), |s| !s.enabled && !s.shutting_down);
-                if state.shutting_down {
-                    return;
-                }
-                match self.start(&mut state) {
-                    Ok(next) => {
-                        if crashed {
-                            state.restarts += 1;
-                        }
-                        tracing::info!(name = self.name, pid = next.id(), "started");
-                        child = next;
-                        started = Instant::now();
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::error!(
-                            name = self.name,
-                            error = %error_chain(&error),
-                            "start failed, retrying"
-                        );
-                        state =
-                            self.wait_while(state, Instant::now() + backoff, |s| !s.shutting_down);
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits for the child to exit, clears up what is left of its group, then reaps it. The
-    /// pid stays published (and reserved, as a zombie) until the group is gone, so that a
-    /// concurrent `kill` never signals a recycled pid.
-    fn reap(&self, child: &mut Child) -> Option<ExitStatus> {
-        let pid = child.id();
-        if let Err(error) = unix::wait_exit_keep_zombie(pid) {
-            tracing::error!(name = self.name, %error, "waitid failed");
-        }
-        // Orphans (a killed postmaster's backends) would hold the data directory or the port.
-        if let Err(error) = unix::signal_group(pid, Signal::Kill) {
-            tracing::warn!(name = self.name, %error, "cannot kill leftover processes");
-        }
-        unix::wait_group_gone(pid, GROUP_EXIT_WAIT);
-        let mut state = lock(&self.state);
-        let status = match child.wait() {
-            Ok(status) => Some(status),
-            Err(error) => {
-                tracing::error!(name = self.name, %error, "wait failed");
-                None
-            }
-        };
-        state.pid = None;
-        self.changed.notify_all();
-        status
-    }
-
-    /// Waits on the condition variable while `condition` holds, until `deadline`.
-    fn wait_while<'a>(
-        &self,
-        mut state: MutexGuard<'a, State>,
-        deadline: Instant,
-        condition: impl Fn(&State) -> bool,
-    ) -> MutexGuard<'a, State> {
-        while condition(&state) {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            state = match self.changed.wait_timeout(state, deadline - now) {
-                Ok((state, _)) => state,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
-        state
-    }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(60 * 60 * 24 * 365)
 }
 
 /// Locks, ignoring poisoning: the state stays consistent because every update is a plain field

@@ -1,7 +1,11 @@
-//! The public `/payment` API against a real database.
+//! The public `/payment` API against a real database. What the `/stock` API does alike is
+//! `participant_server::testing`'s; what is the payment API's own is here.
 
 mod support;
 
+participant_server::shared_api_tests!(support::spawn_app);
+
+use participant_server::testing::BadInput;
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::{spawn_app, TestServer};
@@ -12,13 +16,6 @@ async fn credit(app: &TestServer, id: &str) -> i64 {
     let user: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(user["user_id"], id);
     user["credit"].as_i64().unwrap()
-}
-
-async fn user_count(app: &TestServer) -> i64 {
-    sqlx::query_scalar("select count(*) from users")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -44,26 +41,14 @@ async fn the_classic_scenario_adds_funds_and_pays() {
 
 #[tokio::test]
 async fn replies_with_a_body_are_json() {
-    let app = spawn_app().await;
-    for (path, post) in [
-        ("/payment/create_user", true),
-        ("/payment/batch_init/1/1", true),
-        ("/payment/find_user/0", false),
-    ] {
-        let url = format!("{}{path}", app.base);
-        let request = if post {
-            app.client.post(url)
-        } else {
-            app.client.get(url)
-        };
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/json",
-            "{path}"
-        );
-    }
+    spawn_app()
+        .await
+        .assert_replies_are_json(&[
+            ("/payment/create_user", true),
+            ("/payment/batch_init/1/1", true),
+            ("/payment/find_user/0", false),
+        ])
+        .await;
 }
 
 #[tokio::test]
@@ -86,7 +71,7 @@ async fn batch_init_creates_users_zero_to_n_minus_one_and_overwrites_them() {
     assert_eq!(credit(&app, "0").await, 20);
     assert_eq!(credit(&app, "1").await, 20);
     assert_eq!(credit(&app, "2").await, 10);
-    assert_eq!(user_count(&app).await, 3);
+    assert_eq!(app.row_count().await, 3);
 }
 
 #[tokio::test]
@@ -94,7 +79,7 @@ async fn batch_init_of_a_hundred_thousand_users_creates_every_one() {
     let app = spawn_app().await;
     let (status, body) = app.post("/payment/batch_init/100000/1000000").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(user_count(&app).await, 100_000);
+    assert_eq!(app.row_count().await, 100_000);
     assert_eq!(credit(&app, "99999").await, 1_000_000);
 }
 
@@ -106,91 +91,68 @@ async fn bad_input_on_every_route_is_refused_and_changes_nothing() {
     let long_number = "9".repeat(1025);
     let over = "9223372036854775808";
 
-    let bad_posts = [
-        // batch_init
-        "/payment/batch_init/0/1".to_owned(),
-        "/payment/batch_init/-1/1".to_owned(),
-        "/payment/batch_init/x/1".to_owned(),
-        "/payment/batch_init/1/-1".to_owned(),
-        "/payment/batch_init/1/x".to_owned(),
-        "/payment/batch_init/1/1.5".to_owned(),
-        "/payment/batch_init/1000001/1".to_owned(),
-        format!("/payment/batch_init/{over}/1"),
-        format!("/payment/batch_init/1/{over}"),
-        format!("/payment/batch_init/1/{long_number}"),
-        "/payment/batch_init//1".to_owned(),
-        // add_funds and pay
-        "/payment/add_funds/0/0".to_owned(),
-        "/payment/add_funds/0/-1".to_owned(),
-        "/payment/add_funds/0/abc".to_owned(),
-        "/payment/add_funds/0/+1".to_owned(),
-        "/payment/add_funds/0/%20".to_owned(),
-        format!("/payment/add_funds/0/{over}"),
-        format!("/payment/add_funds/0/{long_number}"),
-        "/payment/add_funds/unknown/1".to_owned(),
-        format!("/payment/add_funds/{long_id}/1"),
-        "/payment/add_funds/a%0Ab/1".to_owned(),
-        "/payment/add_funds//1".to_owned(),
-        "/payment/pay/0/0".to_owned(),
-        "/payment/pay/0/-1".to_owned(),
-        "/payment/pay/0/abc".to_owned(),
-        format!("/payment/pay/0/{over}"),
-        format!("/payment/pay/0/{long_number}"),
-        "/payment/pay/unknown/1".to_owned(),
-        format!("/payment/pay/{long_id}/1"),
-        "/payment/pay//1".to_owned(),
-    ];
-    for path in &bad_posts {
-        let (status, body) = app.post(path).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "POST {path}: {body}");
-        assert!(!body.is_empty(), "POST {path} says why");
-    }
-
-    for path in [
-        "/payment/find_user/unknown".to_owned(),
-        format!("/payment/find_user/{long_id}"),
-        "/payment/find_user/a%00b".to_owned(),
-    ] {
-        let (status, body) = app.get(&path).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "GET {path}: {body}");
-    }
-
-    // A trailing empty segment and unknown routes match no route at all.
-    for path in [
-        "/payment/add_funds/0/",
-        "/payment/pay/0/",
-        "/payment/batch_init/1/",
-        "/payment/create_user/1",
-        "/payment/nothing",
-        "/payment/pay/0/1/2",
-        "/pay/0/1",
-    ] {
-        assert_eq!(app.post(path).await.0, StatusCode::NOT_FOUND, "POST {path}");
-    }
-    assert_eq!(
-        app.get("/payment/find_user/").await.0,
-        StatusCode::NOT_FOUND
-    );
-
-    // The right path with the wrong method.
-    for path in [
-        "/payment/add_funds/0/1",
-        "/payment/pay/0/1",
-        "/payment/create_user",
-    ] {
-        assert_eq!(
-            app.get(path).await.0,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "GET {path}"
-        );
-    }
-    assert_eq!(
-        app.post("/payment/find_user/0").await.0,
-        StatusCode::METHOD_NOT_ALLOWED
-    );
+    app.assert_bad_input_refused(BadInput {
+        bad_posts: vec![
+            // batch_init
+            "/payment/batch_init/0/1".to_owned(),
+            "/payment/batch_init/-1/1".to_owned(),
+            "/payment/batch_init/x/1".to_owned(),
+            "/payment/batch_init/1/-1".to_owned(),
+            "/payment/batch_init/1/x".to_owned(),
+            "/payment/batch_init/1/1.5".to_owned(),
+            "/payment/batch_init/1000001/1".to_owned(),
+            format!("/payment/batch_init/{over}/1"),
+            format!("/payment/batch_init/1/{over}"),
+            format!("/payment/batch_init/1/{long_number}"),
+            "/payment/batch_init//1".to_owned(),
+            // add_funds and pay
+            "/payment/add_funds/0/0".to_owned(),
+            "/payment/add_funds/0/-1".to_owned(),
+            "/payment/add_funds/0/abc".to_owned(),
+            "/payment/add_funds/0/+1".to_owned(),
+            "/payment/add_funds/0/%20".to_owned(),
+            format!("/payment/add_funds/0/{over}"),
+            format!("/payment/add_funds/0/{long_number}"),
+            "/payment/add_funds/unknown/1".to_owned(),
+            format!("/payment/add_funds/{long_id}/1"),
+            "/payment/add_funds/a%0Ab/1".to_owned(),
+            "/payment/add_funds//1".to_owned(),
+            "/payment/pay/0/0".to_owned(),
+            "/payment/pay/0/-1".to_owned(),
+            "/payment/pay/0/abc".to_owned(),
+            format!("/payment/pay/0/{over}"),
+            format!("/payment/pay/0/{long_number}"),
+            "/payment/pay/unknown/1".to_owned(),
+            format!("/payment/pay/{long_id}/1"),
+            "/payment/pay//1".to_owned(),
+        ],
+        bad_gets: vec![
+            "/payment/find_user/unknown".to_owned(),
+            format!("/payment/find_user/{long_id}"),
+            "/payment/find_user/a%00b".to_owned(),
+        ],
+        // A trailing empty segment and unknown routes match no route at all.
+        unrouted_posts: &[
+            "/payment/add_funds/0/",
+            "/payment/pay/0/",
+            "/payment/batch_init/1/",
+            "/payment/create_user/1",
+            "/payment/nothing",
+            "/payment/pay/0/1/2",
+            "/pay/0/1",
+        ],
+        unrouted_gets: &["/payment/find_user/"],
+        post_only: &[
+            "/payment/add_funds/0/1",
+            "/payment/pay/0/1",
+            "/payment/create_user",
+        ],
+        get_only: &["/payment/find_user/0"],
+    })
+    .await;
 
     assert_eq!(credit(&app, "0").await, 10);
-    assert_eq!(user_count(&app).await, 1);
+    assert_eq!(app.row_count().await, 1);
 }
 
 #[tokio::test]
@@ -223,30 +185,4 @@ async fn adding_funds_past_i64_max_is_refused_and_changes_nothing() {
     assert_eq!(credit(&app, "0").await, start);
     assert_eq!(app.post("/payment/add_funds/0/5").await.0, StatusCode::OK);
     assert_eq!(credit(&app, "0").await, i64::MAX);
-}
-
-#[tokio::test]
-async fn two_hundred_concurrent_add_funds_of_one_lose_no_update() {
-    let app = spawn_app().await;
-    assert_eq!(app.post("/payment/batch_init/1/0").await.0, StatusCode::OK);
-    let handles: Vec<_> = (0..200)
-        .map(|_| {
-            let request = app
-                .client
-                .post(format!("{}/payment/add_funds/0/1", app.base));
-            tokio::spawn(async move { request.send().await.unwrap().status() })
-        })
-        .collect();
-    for handle in handles {
-        assert_eq!(handle.await.unwrap(), StatusCode::OK);
-    }
-    assert_eq!(credit(&app, "0").await, 200);
-}
-
-#[tokio::test]
-async fn health_and_metrics_answer() {
-    let app = spawn_app().await;
-    assert_eq!(app.get("/health").await, (StatusCode::OK, "ok".to_owned()));
-    let (status, _) = app.get("/metrics").await;
-    assert_eq!(status, StatusCode::OK);
 }

@@ -4,10 +4,8 @@
 mod support;
 
 use reqwest::StatusCode;
-use serde_json::json;
 use sqlx::Executor;
-use support::{new_gid, spawn_app};
-use twopc::wire::routes::PREPARE;
+use support::{spawn_app, BOOKS};
 
 /// SQLSTATE of `PREPARE TRANSACTION` past `max_prepared_transactions`.
 const OUT_OF_MEMORY: &str = "53200";
@@ -15,11 +13,11 @@ const OUT_OF_MEMORY: &str = "53200";
 #[tokio::test]
 async fn a_full_prepared_transaction_table_makes_prepare_vote_a_transient_no() {
     let app = spawn_app().await;
-    assert_eq!(app.post("/payment/batch_init/1/10").await.0, StatusCode::OK);
+    app.init(1, 10).await;
     let mut filler = app.pool.acquire().await.unwrap();
     let mut fillers = Vec::new();
     loop {
-        let gid = new_gid().to_string();
+        let gid = app.new_gid().to_string();
         filler.execute("begin").await.unwrap();
         match filler
             .execute(format!("prepare transaction '{gid}'").as_str())
@@ -35,13 +33,7 @@ async fn a_full_prepared_transaction_table_makes_prepare_vote_a_transient_no() {
         );
     }
 
-    let gid = new_gid();
-    let body = json!({
-        "gid": gid.to_string(),
-        "deadline": twopc::Deadline::after(std::time::Duration::from_secs(1)),
-        "work": { "user_id": "0", "amount": 4 },
-    });
-    let (status, vote) = app.post_json(PREPARE, &body).await;
+    let (status, vote) = app.prepare(&app.new_gid(), (BOOKS.take)("0", 4)).await;
     // Free the slots before asserting, so that a failure leaves none taken.
     for filled in &fillers {
         filler
@@ -53,10 +45,6 @@ async fn a_full_prepared_transaction_table_makes_prepare_vote_a_transient_no() {
     assert_eq!(vote["vote"], "no");
     assert_eq!(vote["code"], "busy");
     assert_eq!(vote["business"], false);
-    let credit: i64 = sqlx::query_scalar("select credit from users where id = '0'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(credit, 10, "nothing charged");
+    assert_eq!(app.balance("0").await, 10, "nothing charged");
     assert!(app.prepared_gids().await.is_empty());
 }

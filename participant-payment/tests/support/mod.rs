@@ -4,14 +4,20 @@
 #![allow(dead_code)]
 
 use participant_payment::Payment;
+use participant_server::testing::Books;
+use serde_json::json;
 
 pub type TestServer = participant_server::testing::TestServer<Payment>;
 
-pub async fn spawn_app() -> TestServer {
-    participant_server::testing::spawn_app::<Payment>().await
-}
+/// Credit is kept in `users.credit`; a member charges one user an amount.
+pub const BOOKS: Books = Books {
+    table: "users",
+    column: "credit",
+    batch_init: |n, credit| format!("/payment/batch_init/{n}/{credit}"),
+    add: |id, amount| format!("/payment/add_funds/{id}/{amount}"),
+    take: |id, amount| json!({ "user_id": id, "amount": amount }),
+};
 
-/// A valid gid for this participant, unique per call.
-pub fn new_gid() -> twopc::Gid {
-    participant_server::testing::new_gid::<Payment>()
+pub async fn spawn_app() -> TestServer {
+    participant_server::testing::spawn_app::<Payment>(BOOKS).await
 }

@@ -3,15 +3,21 @@
 
 #![allow(dead_code)]
 
+use participant_server::testing::Books;
 use participant_stock::Stock;
+use serde_json::json;
 
 pub type TestServer = participant_server::testing::TestServer<Stock>;
 
-pub async fn spawn_app() -> TestServer {
-    participant_server::testing::spawn_app::<Stock>().await
-}
+/// Stock is kept in `items.stock`; a member takes a quantity of an item.
+pub const BOOKS: Books = Books {
+    table: "items",
+    column: "stock",
+    batch_init: |n, stock| format!("/stock/batch_init/{n}/{stock}/1"),
+    add: |id, amount| format!("/stock/add/{id}/{amount}"),
+    take: |id, quantity| json!({ "items": [{ "item_id": id, "quantity": quantity }] }),
+};
 
-/// A valid gid for this participant, unique per call.
-pub fn new_gid() -> twopc::Gid {
-    participant_server::testing::new_gid::<Stock>()
+pub async fn spawn_app() -> TestServer {
+    participant_server::testing::spawn_app::<Stock>(BOOKS).await
 }

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use system_tests::{
-    arm_coordinator_failpoint, connect, keep_peer_coordinators_down, ledger, metric_sum,
-    order_of_two, restart_coordinator_clean, start, wait_nothing_prepared, wait_until, Api,
-    Consistency, DatabaseReader, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
+    arm_coordinator_failpoint, claim, connect, epoch_ms, keep_peer_coordinators_down, ledger,
+    metric_sum, order_of_two, restart_coordinator_clean, start, wait_nothing_prepared, wait_until,
+    Api, Consistency, DatabaseReader, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
 };
 
 #[tokio::test]
@@ -51,13 +51,9 @@ async fn order_scenario_of_the_classic_template() {
 async fn checking_out_a_paid_order_again_charges_nothing() {
     let system = start().await;
     let api = Api::new(&system);
-    let user = api.create_user().await;
-    api.ok(&format!("/payment/add_funds/{user}/100")).await;
-    let item = api.create_item(7).await;
-    api.ok(&format!("/stock/add/{item}/10")).await;
-    let order = api.create_order(&user).await;
-    api.ok(&format!("/orders/addItem/{order}/{item}/2")).await;
-    api.ok(&format!("/orders/addItem/{order}/{item}/1")).await;
+    let user = api.user_with_credit(100).await;
+    let item = api.item_in_stock(7, 10).await;
+    let order = api.order_of(&user, &[(&item, 2), (&item, 1)]).await;
 
     assert_eq!(api.checkout(&order).await, StatusCode::OK);
     assert_eq!(api.checkout(&order).await, StatusCode::OK);
@@ -76,12 +72,9 @@ async fn checking_out_a_paid_order_again_charges_nothing() {
 async fn concurrent_checkouts_of_one_order_charge_exactly_once() {
     let system = start().await;
     let api = Api::new(&system);
-    let user = api.create_user().await;
-    api.ok(&format!("/payment/add_funds/{user}/1000")).await;
-    let item = api.create_item(3).await;
-    api.ok(&format!("/stock/add/{item}/1000")).await;
-    let order = api.create_order(&user).await;
-    api.ok(&format!("/orders/addItem/{order}/{item}/1")).await;
+    let user = api.user_with_credit(1000).await;
+    let item = api.item_in_stock(3, 1000).await;
+    let order = api.order_of(&user, &[(&item, 1)]).await;
 
     let orders = vec![order.clone(); 20];
     let results = system_tests::run_checkouts(&api, &orders, 20).await;
@@ -103,12 +96,9 @@ async fn concurrent_checkouts_of_one_order_charge_exactly_once() {
 async fn the_order_branch_is_prepared_alongside_the_others() {
     let system = start().await;
     let api = Api::new(&system);
-    let user = api.create_user().await;
-    api.ok(&format!("/payment/add_funds/{user}/10")).await;
-    let item = api.create_item(4).await;
-    api.ok(&format!("/stock/add/{item}/5")).await;
-    let order = api.create_order(&user).await;
-    api.ok(&format!("/orders/addItem/{order}/{item}/2")).await;
+    let user = api.user_with_credit(10).await;
+    let item = api.item_in_stock(4, 5).await;
+    let order = api.order_of(&user, &[(&item, 2)]).await;
 
     let mut blocker = connect(&system, Service::Order).await;
     sqlx::query("begin").execute(&mut blocker).await.unwrap();
@@ -151,10 +141,8 @@ async fn an_order_without_items_checks_out_for_free() {
 async fn a_checkout_for_an_unknown_user_is_refused() {
     let system = start().await;
     let api = Api::new(&system);
-    let item = api.create_item(1).await;
-    api.ok(&format!("/stock/add/{item}/5")).await;
-    let order = api.create_order("nobody").await;
-    api.ok(&format!("/orders/addItem/{order}/{item}/1")).await;
+    let item = api.item_in_stock(1, 5).await;
+    let order = api.order_of("nobody", &[(&item, 1)]).await;
     assert_eq!(api.checkout(&order).await, StatusCode::BAD_REQUEST);
     assert_eq!(api.item(&item).await.stock, 5);
     assert!(!api.order(&order).await.paid);
@@ -167,14 +155,11 @@ async fn a_checkout_for_an_unknown_user_is_refused() {
 async fn an_item_seen_sold_out_is_refused_without_a_transaction_until_restocked() {
     let system = start().await;
     let api = Api::new(&system);
-    let item = api.create_item(1).await;
-    api.ok(&format!("/stock/add/{item}/1")).await;
+    let item = api.item_in_stock(1, 1).await;
     let mut orders = Vec::new();
     for _ in 0..3 {
-        let user = api.create_user().await;
-        api.ok(&format!("/payment/add_funds/{user}/10")).await;
-        let order = api.create_order(&user).await;
-        api.ok(&format!("/orders/addItem/{order}/{item}/1")).await;
+        let user = api.user_with_credit(10).await;
+        let order = api.order_of(&user, &[(&item, 1)]).await;
         orders.push((user, order));
     }
     // Straight to one instance: what it saw is its own.
@@ -243,25 +228,18 @@ async fn an_item_seen_sold_out_is_refused_without_a_transaction_until_restocked(
 async fn a_claim_no_coordinator_has_heard_of_is_fenced_off_and_the_checkout_goes_on() {
     let system = start().await;
     let api = Api::new(&system);
-    let (user, item, order) = order_of_two(&api).await;
+    let bought = order_of_two(&api).await;
 
     let lost = uuid::Uuid::new_v4();
-    let mut db = connect(&system, Service::Order).await;
-    let claimed = sqlx::query(
-        "update orders set checkout_txid = $2, checkout_deadline = $3 where id = $1 and not paid",
+    claim(
+        &mut connect(&system, Service::Order).await,
+        &bought.order,
+        lost,
     )
-    .bind(&order)
-    .bind(lost)
-    .bind(epoch_ms(60_000))
-    .execute(&mut db)
-    .await
-    .unwrap();
-    assert_eq!(claimed.rows_affected(), 1);
+    .await;
 
-    assert_eq!(api.checkout(&order).await, StatusCode::OK);
-    assert!(api.order(&order).await.paid);
-    assert_eq!(api.item(&item).await.stock, 98);
-    assert_eq!(api.user(&user).await.credit, 94);
+    assert_eq!(api.checkout(&bought.order).await, StatusCode::OK);
+    bought.assert_paid_once(&api).await;
     let fenced = system_tests::scalar_i64(
         &system,
         Service::Coordinator,
@@ -281,7 +259,7 @@ async fn a_claim_no_coordinator_has_heard_of_is_fenced_off_and_the_checkout_goes
 async fn a_claim_left_by_a_batch_that_committed_without_the_order_is_not_taken_for_its_commit() {
     let system = start().await;
     let api = Api::new(&system);
-    let (_, _, paid) = order_of_two(&api).await;
+    let paid = order_of_two(&api).await.order;
     assert_eq!(api.checkout(&paid).await, StatusCode::OK);
     let mut db = connect(&system, Service::Order).await;
     let committed: uuid::Uuid =
@@ -291,25 +269,12 @@ async fn a_claim_left_by_a_batch_that_committed_without_the_order_is_not_taken_f
             .await
             .unwrap();
 
-    let (user, item, order) = order_of_two(&api).await;
-    let claimed = sqlx::query(
-        "update orders set checkout_txid = $2, checkout_deadline = $3 where id = $1 and not paid",
-    )
-    .bind(&order)
-    .bind(committed)
-    .bind(epoch_ms(60_000))
-    .execute(&mut db)
-    .await
-    .unwrap();
-    assert_eq!(claimed.rows_affected(), 1);
+    let bought = order_of_two(&api).await;
+    claim(&mut db, &bought.order, committed).await;
 
-    assert_eq!(api.checkout(&order).await, StatusCode::OK);
-    assert!(
-        api.order(&order).await.paid,
-        "a 200 for an order left unpaid"
-    );
-    assert_eq!(api.item(&item).await.stock, 98);
-    assert_eq!(api.user(&user).await.credit, 94);
+    assert_eq!(api.checkout(&bought.order).await, StatusCode::OK);
+    // Not paid would be a 200 for an order left unpaid.
+    bought.assert_paid_once(&api).await;
 }
 
 /// Checkouts that share a transaction are done one after another, so a refusal of any but
@@ -323,17 +288,13 @@ async fn a_refusal_that_only_says_what_other_members_of_a_batch_took_is_not_the_
     let system = start().await;
     let api = Api::new(&system);
     let none = api.create_item(10).await;
-    let some = api.create_item(10).await;
-    api.ok(&format!("/stock/add/{some}/1000")).await;
+    let some = api.item_in_stock(10, 1000).await;
     let mut hopeless = Vec::new();
     let mut possible = Vec::new();
     for _ in 0..40 {
-        let user = api.create_user().await;
-        api.ok(&format!("/payment/add_funds/{user}/10")).await;
+        let user = api.user_with_credit(10).await;
         for (item, orders) in [(&none, &mut hopeless), (&some, &mut possible)] {
-            let order = api.create_order(&user).await;
-            api.ok(&format!("/orders/addItem/{order}/{item}/1")).await;
-            orders.push(order);
+            orders.push(api.order_of(&user, &[(item, 1)]).await);
         }
     }
     let mut checkouts = tokio::task::JoinSet::new();
@@ -370,15 +331,6 @@ async fn consistency_scenario_is_exact() {
     wait_nothing_prepared(&system, Duration::from_secs(5)).await;
 }
 
-/// Milliseconds since the Unix epoch, `offset_ms` from now (the coordinators' deadline form).
-fn epoch_ms(offset_ms: i64) -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    now + offset_ms
-}
-
 /// A transaction as the order service hands it to a coordinator: one stock branch.
 fn stock_transaction(txid: &str, item: &str, deadline_ms: i64) -> serde_json::Value {
     serde_json::json!({
@@ -392,16 +344,23 @@ fn stock_transaction(txid: &str, item: &str, deadline_ms: i64) -> serde_json::Va
     })
 }
 
-async fn coordinator_call(
-    api: &Api,
-    method: reqwest::Method,
-    url: String,
-    body: Option<&serde_json::Value>,
-) -> serde_json::Value {
-    let mut request = api.http.request(method, url);
-    if let Some(body) = body {
-        request = request.json(body);
-    }
+/// Hands transaction `request` to the coordinator at `base`, as an order instance does;
+/// returns its outcome.
+async fn run_transaction(api: &Api, base: &str, request: &serde_json::Value) -> serde_json::Value {
+    let request = api.http.post(format!("{base}{TRANSACTIONS}")).json(request);
+    coordinator_reply(request).await
+}
+
+/// Asks the coordinator at `base` for transaction `txid`'s outcome, with `query`
+/// (`deadline=…`, `fence=true`).
+async fn transaction_status(api: &Api, base: &str, txid: &str, query: &str) -> serde_json::Value {
+    let request = api.http.get(format!("{base}{TRANSACTIONS}/{txid}?{query}"));
+    coordinator_reply(request).await
+}
+
+const TRANSACTIONS: &str = "/_2pc/transactions";
+
+async fn coordinator_reply(request: reqwest::RequestBuilder) -> serde_json::Value {
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
@@ -414,52 +373,26 @@ async fn a_caller_that_lost_its_reply_learns_the_true_outcome_from_any_coordinat
     let coordinators = system.processes(system_tests::Service::Coordinator);
     let [first, second] = [&coordinators[0], &coordinators[1]]
         .map(|name| system.instance_url(name).unwrap().to_owned());
-    let transactions = "/_2pc/transactions";
 
     // A business refusal is remembered with its reason: a lost reply must not turn a 400 into
     // a 409.
     let refused = uuid::Uuid::new_v4().to_string();
     let request = stock_transaction(&refused, "no-such-item", epoch_ms(5_000));
-    let outcome = coordinator_call(
-        &api,
-        reqwest::Method::POST,
-        format!("{first}{transactions}"),
-        Some(&request),
-    )
-    .await;
+    let outcome = run_transaction(&api, &first, &request).await;
     assert_eq!(outcome["outcome"], "aborted");
     assert_eq!(outcome["code"], "unknown_item");
     assert_eq!(outcome["business"], true);
     let deadline = request["deadline"].as_i64().unwrap();
-    let status = coordinator_call(
-        &api,
-        reqwest::Method::GET,
-        format!("{first}{transactions}/{refused}?deadline={deadline}"),
-        None,
-    )
-    .await;
+    let status = transaction_status(&api, &first, &refused, &format!("deadline={deadline}")).await;
     assert_eq!(status, outcome, "the coordinator that ran it remembers why");
 
     // A committed transaction is committed for every coordinator (the shared log).
-    let item = api.create_item(1).await;
-    api.ok(&format!("/stock/add/{item}/1")).await;
+    let item = api.item_in_stock(1, 1).await;
     let committed = uuid::Uuid::new_v4().to_string();
     let request = stock_transaction(&committed, &item, epoch_ms(5_000));
-    let outcome = coordinator_call(
-        &api,
-        reqwest::Method::POST,
-        format!("{first}{transactions}"),
-        Some(&request),
-    )
-    .await;
+    let outcome = run_transaction(&api, &first, &request).await;
     assert_eq!(outcome["outcome"], "committed");
-    let status = coordinator_call(
-        &api,
-        reqwest::Method::GET,
-        format!("{second}{transactions}/{committed}?deadline=1"),
-        None,
-    )
-    .await;
+    let status = transaction_status(&api, &second, &committed, "deadline=1").await;
     assert_eq!(status["outcome"], "committed", "{status}");
 
     // A transaction nobody decided is unknown until its deadline has settled, or until a
@@ -472,31 +405,14 @@ async fn a_caller_that_lost_its_reply_learns_the_true_outcome_from_any_coordinat
         format!("deadline={ahead}&fence=true"),
     ] {
         let unknown = uuid::Uuid::new_v4().to_string();
-        let status = coordinator_call(
-            &api,
-            reqwest::Method::GET,
-            format!("{second}{transactions}/{unknown}?deadline={ahead}"),
-            None,
-        )
-        .await;
+        let status =
+            transaction_status(&api, &second, &unknown, &format!("deadline={ahead}")).await;
         assert_eq!(status["outcome"], "unknown");
-        let status = coordinator_call(
-            &api,
-            reqwest::Method::GET,
-            format!("{second}{transactions}/{unknown}?{fencing}"),
-            None,
-        )
-        .await;
+        let status = transaction_status(&api, &second, &unknown, &fencing).await;
         assert_eq!(status["outcome"], "aborted", "{fencing}: {status}");
         assert_eq!(status["business"], false);
         let late = stock_transaction(&unknown, &item, epoch_ms(5_000));
-        let outcome = coordinator_call(
-            &api,
-            reqwest::Method::POST,
-            format!("{first}{transactions}"),
-            Some(&late),
-        )
-        .await;
+        let outcome = run_transaction(&api, &first, &late).await;
         assert_eq!(
             outcome["outcome"], "aborted",
             "{fencing}: a fenced transaction cannot commit"
@@ -511,15 +427,11 @@ async fn a_transaction_sent_twice_runs_once_and_both_callers_get_its_outcome() {
     let system = start().await;
     let api = Api::new(&system);
     let coordinators = system.processes(system_tests::Service::Coordinator);
-    let url = format!(
-        "{}/_2pc/transactions",
-        system.instance_url(&coordinators[0]).unwrap()
-    );
-    let item = api.create_item(1).await;
-    api.ok(&format!("/stock/add/{item}/5")).await;
+    let base = system.instance_url(&coordinators[0]).unwrap();
+    let item = api.item_in_stock(1, 5).await;
     let txid = uuid::Uuid::new_v4().to_string();
     let request = stock_transaction(&txid, &item, epoch_ms(5_000));
-    let send = || coordinator_call(&api, reqwest::Method::POST, url.clone(), Some(&request));
+    let send = || run_transaction(&api, base, &request);
     // The repeat either waits for the running first one or is answered from memory: both
     // callers learn the one outcome (a refusal of the repeat would read as "not applied").
     let (first, second) = tokio::join!(send(), send());
@@ -537,22 +449,14 @@ async fn a_transaction_sent_twice_runs_once_and_both_callers_get_its_outcome() {
 async fn a_checkout_with_a_slow_phase_two_answers_200_only_once_its_writes_are_visible() {
     let system = start().await;
     let api = Api::new(&system);
-    let (user, item, order) = order_of_two(&api).await;
+    let bought = order_of_two(&api).await;
     arm_coordinator_failpoint(&system, "hold_branch_commit").await;
     // The peer would finish the branch by recovery meanwhile and hide the fault.
     keep_peer_coordinators_down(&system).await;
-    assert_eq!(api.checkout(&order).await, StatusCode::OK);
-    assert!(api.order(&order).await.paid, "the order read after the 200");
-    assert_eq!(
-        api.user(&user).await.credit,
-        94,
-        "the credit read after the 200"
-    );
-    assert_eq!(
-        api.item(&item).await.stock,
-        98,
-        "the stock read after the 200"
-    );
+    assert_eq!(api.checkout(&bought.order).await, StatusCode::OK);
+    bought
+        .assert_settled(&api, true, "read after the 200")
+        .await;
     restart_coordinator_clean(&system);
     wait_nothing_prepared(&system, Duration::from_secs(30)).await;
 }
@@ -636,8 +540,7 @@ fn gid_in(request: &[u8]) -> Option<String> {
 async fn a_prepare_cut_off_before_its_answer_is_sent_again_with_the_same_gid() {
     let system = start().await;
     let api = Api::new(&system);
-    let item = api.create_item(1).await;
-    api.ok(&format!("/stock/add/{item}/5")).await;
+    let item = api.item_in_stock(1, 5).await;
     let proxy = CutFirst::start(&system.internal_url(Service::Stock).unwrap()).await;
     let port = launcher::ports::free_port().unwrap();
     let bin_dir = std::env::var(launcher::system::BIN_DIR_VAR).expect("WDM_BIN_DIR");
@@ -668,8 +571,7 @@ async fn a_prepare_cut_off_before_its_answer_is_sent_again_with_the_same_gid() {
 
     let txid = uuid::Uuid::new_v4().to_string();
     let request = stock_transaction(&txid, &item, epoch_ms(5_000));
-    let url = format!("{base}/_2pc/transactions");
-    let outcome = coordinator_call(&api, reqwest::Method::POST, url, Some(&request)).await;
+    let outcome = run_transaction(&api, &base, &request).await;
     assert_eq!(outcome["outcome"], "committed", "{outcome}");
     let gids = proxy.gids.lock().unwrap().clone();
     assert_eq!(

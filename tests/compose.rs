@@ -22,8 +22,7 @@ use launcher::topology::{
 use reqwest::StatusCode;
 use serde::Deserialize;
 use system_tests::{
-    assert_checkouts_exact_since, prepared_count, run_checkouts, wait_until, Api, Consistency,
-    DatabaseReader, Paid, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
+    prepared_count, wait_until, Api, ConsistencyRun, DatabaseReader, Service, CONSISTENCY_STOCK,
 };
 
 /// Concurrent checkouts during a run.
@@ -504,26 +503,10 @@ async fn the_compose_system_survives_killed_containers() {
 /// The consistency scenario with `fault` injected mid-run, then the checks.
 async fn case(project: &Project, api: &Api, fault: Fault) {
     project.wait_replicated(Duration::from_secs(120)).await;
-    let scenario = Consistency::populate(api).await;
-    let earlier = Paid::read(project).await;
-    let checkouts_started = Instant::now();
-    let run = tokio::spawn({
-        let api = api.clone();
-        let orders = scenario.orders.clone();
-        async move { run_checkouts(&api, &orders, IN_FLIGHT).await }
-    });
+    let mut run = ConsistencyRun::start(project, api, IN_FLIGHT).await;
     if !matches!(fault, Fault::None) {
-        wait_until(
-            &format!("{fault:?}: the run is under way"),
-            Duration::from_secs(120),
-            || async {
-                project
-                    .scalar_i64(Service::Order, "select count(*) from orders where paid")
-                    .await
-                    >= earlier.orders + 10
-            },
-        )
-        .await;
+        run.wait_under_way(project, &format!("{fault:?}"), Duration::from_secs(120))
+            .await;
     }
     match fault {
         Fault::None => {}
@@ -534,30 +517,21 @@ async fn case(project: &Project, api: &Api, fault: Fault) {
         }
         Fault::StoppedFor(service, down) => project.stop_for(service, down).await,
     }
-    let results = run.await.expect("checkout run");
-    let took = checkouts_started.elapsed();
+    let results = run.replies().await;
+    let took = run.started.elapsed();
     let committed = results.iter().filter(|(_, s)| *s == StatusCode::OK).count();
     let refused = results.iter().filter(|(_, s)| s.is_client_error()).count();
     eprintln!(
         "compose: {fault:?}: {committed} committed, {refused} 4xx of {} in {took:?}",
         results.len()
     );
-    assert_eq!(results.len(), scenario.orders.len(), "{fault:?}");
     wait_until(
         &format!("{fault:?}: nothing prepared on any primary"),
         NOTHING_PREPARED_WITHIN,
         || async { prepared_count(project).await == 0 },
     )
     .await;
-    assert_checkouts_exact_since(
-        project,
-        api,
-        &results,
-        CONSISTENCY_STOCK,
-        CONSISTENCY_USERS,
-        &earlier,
-    )
-    .await;
+    run.assert_exact(project, api, &results).await;
     if matches!(fault, Fault::None) {
         assert_eq!(
             committed as i64, CONSISTENCY_STOCK,

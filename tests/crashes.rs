@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use system_tests::{
-    arm_coordinator_failpoint, keep_peer_coordinators_down, ledger, order_of_two,
+    arm_coordinator_failpoint, crash_after_the_decision_alone, ledger, order_of_two,
     restart_coordinator_clean, start, wait_coordinator_crashed, wait_nothing_prepared, wait_until,
     Api, Consistency, Service,
 };
@@ -29,11 +29,11 @@ async fn a_coordinator_crash_at_every_protocol_step_is_recovered_exactly() {
     let mut initial_stock = 0;
     let mut initial_credit = 0;
     for (failpoint, must_commit) in cases {
-        let (user, item, order) = order_of_two(&api).await;
+        let bought = order_of_two(&api).await;
         initial_stock += 100;
         initial_credit += 100;
         arm_coordinator_failpoint(&system, failpoint).await;
-        let checkout = api.spawn_checkout(&order);
+        let checkout = api.spawn_checkout(&bought.order);
         wait_coordinator_crashed(&system).await;
         restart_coordinator_clean(&system);
         let status = checkout.await.expect("checkout task");
@@ -46,18 +46,7 @@ async fn a_coordinator_crash_at_every_protocol_step_is_recovered_exactly() {
             assert_eq!(commits, must_commit, "{failpoint}: {status}");
         }
         wait_nothing_prepared(&system, Duration::from_secs(30)).await;
-        let paid = api.order(&order).await.paid;
-        assert_eq!(paid, commits, "{failpoint}: paid");
-        assert_eq!(
-            api.item(&item).await.stock,
-            if commits { 98 } else { 100 },
-            "{failpoint}"
-        );
-        assert_eq!(
-            api.user(&user).await.credit,
-            if commits { 94 } else { 100 },
-            "{failpoint}"
-        );
+        bought.assert_settled(&api, commits, failpoint).await;
         let books = ledger(&system, initial_stock, initial_credit).await;
         assert_eq!(
             books.stock_sold * 3,
@@ -78,12 +67,9 @@ async fn a_coordinator_crash_at_every_protocol_step_is_recovered_exactly() {
 async fn participants_killed_between_prepare_and_commit_lose_nothing() {
     let system = start().await;
     let api = Api::new(&system);
-    let (user, item, order) = order_of_two(&api).await;
-    arm_coordinator_failpoint(&system, "after_decision").await;
-    keep_peer_coordinators_down(&system).await;
-    let checkout = api.spawn_checkout(&order);
+    let bought = order_of_two(&api).await;
+    let checkout = crash_after_the_decision_alone(&system, &api, &bought.order).await;
     let supervisor = system.supervisor();
-    wait_coordinator_crashed(&system).await;
     let prepared = system_tests::scalar_i64(
         &system,
         Service::Stock,
@@ -109,15 +95,16 @@ async fn participants_killed_between_prepare_and_commit_lose_nothing() {
         "stock and payment served again",
         Duration::from_secs(30),
         || async {
-            let stock = api.get(&format!("/stock/find/{item}")).await.0;
-            let payment = api.get(&format!("/payment/find_user/{user}")).await.0;
+            let stock = api.get(&format!("/stock/find/{}", bought.item)).await.0;
+            let payment = api
+                .get(&format!("/payment/find_user/{}", bought.user))
+                .await
+                .0;
             stock.is_success() && payment.is_success()
         },
     )
     .await;
-    assert!(api.order(&order).await.paid);
-    assert_eq!(api.item(&item).await.stock, 98);
-    assert_eq!(api.user(&user).await.credit, 94);
+    bought.assert_paid_once(&api).await;
 }
 
 /// The consistency scenario while the coordinator, a stock instance and an order instance are

@@ -503,7 +503,8 @@ async fn a_checkout_committed_while_its_order_instance_dies_is_reported_200_to_t
     let _one_at_a_time = one_loaded_system_at_a_time().await;
     let system = start().await;
     let api = Api::new(&system);
-    let (user, item, order) = order_of_two(&api).await;
+    let bought = order_of_two(&api).await;
+    let order = &bought.order;
     arm_coordinator_failpoint(&system, HOLD_AFTER_DECISION).await;
 
     let order_1 = first(Service::Order);
@@ -543,13 +544,11 @@ async fn a_checkout_committed_while_its_order_instance_dies_is_reported_200_to_t
     let lost = held.await.expect("the direct checkout");
     assert!(lost.is_err(), "order-1 replied although killed: {lost:?}");
 
-    let retried = api.checkout_retrying(&order).await;
+    let retried = api.checkout_retrying(order).await;
     assert_eq!(retried.status(), Some(StatusCode::OK), "{retried:?}");
     wait_until("nothing prepared", SETTLED_WITHIN, || async {
         prepared_count_now(&system).await == Some(0)
     })
     .await;
-    assert!(api.order(&order).await.paid);
-    assert_eq!(api.item(&item).await.stock, 98, "two units sold once");
-    assert_eq!(api.user(&user).await.credit, 94, "charged 6 once");
+    bought.assert_paid_once(&api).await;
 }

@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 
 use launcher::Failover;
 use reqwest::StatusCode;
-use system_tests::{
-    assert_checkouts_exact_since, prepared_count, run_checkouts, scalar_i64, start_ha, wait_until,
-    Api, Consistency, Paid, Service, System, CONSISTENCY_STOCK, CONSISTENCY_USERS,
-};
+use system_tests::{prepared_count, start_ha, wait_until, Api, ConsistencyRun, Service, System};
 
 /// Concurrent checkouts during a case.
 const IN_FLIGHT: usize = 64;
@@ -92,27 +89,9 @@ async fn case(system: &System, api: &Api, fault: Fault) -> Option<Failover> {
             .await
             .unwrap_or_else(|error| panic!("{label}: {} not replicated: {error}", service.name()));
     }
-    let scenario = Consistency::populate(api).await;
-    let earlier = Paid::read(system).await;
-    let run = tokio::spawn({
-        let api = api.clone();
-        let orders = scenario.orders.clone();
-        async move { run_checkouts(&api, &orders, IN_FLIGHT).await }
-    });
-    wait_until(
-        &format!("{label}: the run is under way"),
-        Duration::from_secs(60),
-        || async {
-            scalar_i64(
-                system,
-                Service::Order,
-                "select count(*) from orders where paid",
-            )
-            .await
-                >= earlier.orders + 10
-        },
-    )
-    .await;
+    let mut run = ConsistencyRun::start(system, api, IN_FLIGHT).await;
+    run.wait_under_way(system, &label, Duration::from_secs(60))
+        .await;
 
     let killed_at = Instant::now();
     let fault_kind = match fault {
@@ -154,24 +133,14 @@ async fn case(system: &System, api: &Api, fault: Fault) -> Option<Failover> {
             None
         }
     };
-    let results = run.await.expect("checkout run");
-
-    assert_eq!(results.len(), scenario.orders.len(), "{label}");
+    let results = run.replies().await;
     let committed = results.iter().filter(|(_, s)| *s == StatusCode::OK).count();
     eprintln!(
         "{label}: {committed} committed of {}, {:?}",
         results.len(),
         status_counts(&results)
     );
-    assert_checkouts_exact_since(
-        system,
-        api,
-        &results,
-        CONSISTENCY_STOCK,
-        CONSISTENCY_USERS,
-        &earlier,
-    )
-    .await;
+    run.assert_exact(system, api, &results).await;
     // A database's failover must leave nothing prepared 60 s after the kill. A participant
     // instance killed between its PREPARE and its reply leaves an orphan only recovery's
     // presumed abort removes, once it is older than the phase-one bound (45 s) plus a round:

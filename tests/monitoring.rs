@@ -539,7 +539,8 @@ async fn a_killed_coordinator_shows_as_a_dip_and_in_doubt_branches_that_fire_the
     api.ok(&format!("/payment/add_funds/{user}/1000000")).await;
     let item = api.create_item(1).await;
     api.ok(&format!("/stock/add/{item}/1000000")).await;
-    let (_held_user, held_item, held_order) = order_of_two(&api).await;
+    let held = order_of_two(&api).await;
+    let (held_item, held_order) = (held.item, held.order);
     let coordinators = system.processes(Service::Coordinator);
     let (killed, peer) = (&coordinators[0], &coordinators[1]);
     system

@@ -7,8 +7,8 @@ use std::{path::PathBuf, process::Command};
 use launcher::system::SystemConfig;
 use serde_json::Value;
 use system_tests::{
-    arm_coordinator_failpoint, keep_peer_coordinators_down, ledger, order_of_two, prepared_count,
-    restart_coordinator_clean, start, wait_coordinator_crashed, Api, Service, System,
+    crash_after_the_decision_alone, ledger, order_of_two, prepared_count,
+    restart_coordinator_clean, start, Api, Service, System,
 };
 
 /// The decision log and the participant databases, as the coordinator's environment names them.
@@ -36,14 +36,11 @@ async fn a_coordinator_crash_after_its_decision_is_listed_and_resolved_by_the_cl
 {
     let system = start().await;
     let api = Api::new(&system);
-    let (user, item, order) = order_of_two(&api).await;
+    let bought = order_of_two(&api).await;
 
     // A coordinator that exits right after forcing its commit decision, and stays down; its
     // peer is down too, or it would finish the transaction before the CLI looks.
-    arm_coordinator_failpoint(&system, "after_decision").await;
-    keep_peer_coordinators_down(&system).await;
-    let checkout = api.spawn_checkout(&order);
-    wait_coordinator_crashed(&system).await;
+    let checkout = crash_after_the_decision_alone(&system, &api, &bought.order).await;
 
     let (code, stdout, stderr) = recovery_cli(&system, &["list", "--json", "--grace", "0"]);
     assert_eq!(code, 1, "in doubt: {stderr}");
@@ -70,9 +67,7 @@ async fn a_coordinator_crash_after_its_decision_is_listed_and_resolved_by_the_cl
         checkout.await.expect("checkout task"),
         reqwest::StatusCode::OK
     );
-    assert!(api.order(&order).await.paid);
-    assert_eq!(api.item(&item).await.stock, 98);
-    assert_eq!(api.user(&user).await.credit, 94);
+    bought.assert_paid_once(&api).await;
     let books = ledger(&system, 100, 100).await;
     assert_eq!(books.stock_sold * 3, books.paid_total);
     assert_eq!(books.credit_spent, books.paid_total);

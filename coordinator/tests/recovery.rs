@@ -21,13 +21,7 @@ async fn a_prepared_branch_without_a_decision_is_rolled_back() {
     world.prepare(0, "c1", txid, "a").await;
 
     let recovery = world.recovery(None, Duration::ZERO);
-    let plan = recovery.plan().await.unwrap();
-    assert_eq!(plan.items.len(), 1);
-    assert_eq!(plan.items[0].action, Action::Rollback);
-    let applied = recovery.apply(&plan).await;
-
-    assert_eq!(applied.rolled_back, 1);
-    assert!(world.prepared(0).await.is_empty());
+    world.assert_one_rollback(&recovery).await;
     assert!(!world.has_row(0, "a").await);
 }
 
@@ -146,14 +140,7 @@ async fn a_dead_peers_young_branch_is_fenced_off_and_rolled_back_at_once() {
 
     let in_flight = InFlight::default();
     let recovery = world.coordinator_round("c1", &in_flight, Duration::from_secs(3600));
-    let plan = recovery.plan().await.unwrap();
-    assert_eq!(plan.items.len(), 1);
-    assert_eq!(plan.items[0].action, Action::Rollback);
-    assert!(plan.items[0].fence);
-    let applied = recovery.apply(&plan).await;
-    assert_eq!(applied.rolled_back, 1, "{applied:?}");
-    assert!(world.prepared(0).await.is_empty());
-    world.clean_up().await;
+    assert!(world.assert_one_rollback(&recovery).await.fence);
 }
 
 #[tokio::test]
@@ -164,17 +151,11 @@ async fn a_peers_old_branch_without_a_decision_is_fenced_off_and_rolled_back() {
 
     let in_flight = InFlight::default();
     let recovery = world.coordinator_round("c1", &in_flight, Duration::ZERO);
-    let plan = recovery.plan().await.unwrap();
-    assert_eq!(plan.items.len(), 1);
-    assert_eq!(plan.items[0].action, Action::Rollback);
+    let rolled_back = world.assert_one_rollback(&recovery).await;
     assert!(
-        plan.items[0].fence,
+        rolled_back.fence,
         "not c1's own: fenced before the rollback"
     );
-    let applied = recovery.apply(&plan).await;
-    assert_eq!(applied.rolled_back, 1, "{applied:?}");
-
-    assert!(world.prepared(0).await.is_empty());
     assert!(!world.has_row(0, "a").await);
     let outcome: String = sqlx::query_scalar("select outcome from decisions where txid = $1")
         .bind(txid)

@@ -135,6 +135,15 @@ impl World {
             .to_owned()
     }
 
+    /// An order of `user` holding one unit of a new item priced 1.
+    async fn order_of_one_item(&self, user: &str) -> String {
+        let item = self.item(1).await;
+        let order = self.order(user).await;
+        self.post(&format!("/orders/addItem/{order}/{item}/1"))
+            .await;
+        order
+    }
+
     async fn prepare(&self, gid: &Gid, work: Value) -> (StatusCode, Value) {
         let response = self
             .http
@@ -236,11 +245,7 @@ async fn the_order_branch_marks_the_order_paid_only_once_committed() {
 #[tokio::test]
 async fn the_order_branch_votes_no_for_a_paid_changed_or_unknown_order() {
     let world = world().await;
-    let item = world.item(1).await;
-    let order = world.order("u1").await;
-    world
-        .post(&format!("/orders/addItem/{order}/{item}/1"))
-        .await;
+    let order = world.order_of_one_item("u1").await;
 
     let vote = |code: &str| json!({"vote": "no", "code": code});
     for (work, code) in [
@@ -269,11 +274,7 @@ async fn the_order_branch_votes_no_for_a_paid_changed_or_unknown_order() {
 #[tokio::test]
 async fn a_checkout_whose_coordinator_cannot_be_reached_is_refused_and_changes_nothing() {
     let world = world().await;
-    let item = world.item(1).await;
-    let order = world.order("u1").await;
-    world
-        .post(&format!("/orders/addItem/{order}/{item}/1"))
-        .await;
+    let order = world.order_of_one_item("u1").await;
     let (status, body) = world.post(&format!("/orders/checkout/{order}")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (_, found) = world.get(&format!("/orders/find/{order}")).await;

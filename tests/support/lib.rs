@@ -167,6 +167,31 @@ impl Api {
         body["order_id"].as_str().expect("order_id").to_owned()
     }
 
+    /// A new user holding `credit`.
+    pub async fn user_with_credit(&self, credit: i64) -> String {
+        let user = self.create_user().await;
+        self.ok(&format!("/payment/add_funds/{user}/{credit}"))
+            .await;
+        user
+    }
+
+    /// A new item priced `price` with `stock` in stock.
+    pub async fn item_in_stock(&self, price: i64, stock: i64) -> String {
+        let item = self.create_item(price).await;
+        self.ok(&format!("/stock/add/{item}/{stock}")).await;
+        item
+    }
+
+    /// A new order of `user` holding `(item, quantity)` of each of `items`.
+    pub async fn order_of(&self, user: &str, items: &[(&str, i64)]) -> String {
+        let order = self.create_order(user).await;
+        for (item, quantity) in items {
+            self.ok(&format!("/orders/addItem/{order}/{item}/{quantity}"))
+                .await;
+        }
+        order
+    }
+
     pub async fn ok(&self, path: &str) {
         let (status, body) = self.post(path).await;
         assert!(status.is_success(), "POST {path}: {status} {body}");
@@ -343,6 +368,89 @@ impl Consistency {
     }
 }
 
+/// A run of the consistency scenario on a system that ran others before (the HA and the
+/// compose tests share one system among their cases): its checkouts under way in the
+/// background, and what was paid before it, so that its checks count only its own.
+pub struct ConsistencyRun {
+    pub scenario: Consistency,
+    pub earlier: Paid,
+    /// When the checkouts began (after the scenario was populated).
+    pub started: Instant,
+    checkouts: Option<tokio::task::JoinHandle<Vec<(String, StatusCode)>>>,
+}
+
+impl ConsistencyRun {
+    /// Populates the scenario (stock and credit reset), reads what is paid already, and
+    /// starts checking its orders out with `in_flight` concurrent requests.
+    pub async fn start(system: &impl DatabaseReader, api: &Api, in_flight: usize) -> Self {
+        let scenario = Consistency::populate(api).await;
+        let earlier = Paid::read(system).await;
+        let started = Instant::now();
+        let checkouts = tokio::spawn({
+            let api = api.clone();
+            let orders = scenario.orders.clone();
+            async move { run_checkouts(&api, &orders, in_flight).await }
+        });
+        Self {
+            scenario,
+            earlier,
+            started,
+            checkouts: Some(checkouts),
+        }
+    }
+
+    /// Waits until ten of the run's orders are paid: the moment to inject a fault.
+    pub async fn wait_under_way(&self, system: &impl DatabaseReader, what: &str, limit: Duration) {
+        wait_until(&format!("{what}: the run is under way"), limit, || async {
+            system
+                .scalar_i64(Service::Order, "select count(*) from orders where paid")
+                .await
+                >= self.earlier.orders + 10
+        })
+        .await;
+    }
+
+    /// Waits for every checkout's reply; each order is answered once.
+    pub async fn replies(&mut self) -> Vec<(String, StatusCode)> {
+        let checkouts = self.checkouts.take().expect("the replies are read once");
+        let results = checkouts.await.expect("checkout run");
+        assert_eq!(
+            results.len(),
+            self.scenario.orders.len(),
+            "one reply an order"
+        );
+        results
+    }
+
+    /// [`assert_checkouts_exact_since`] for this run's replies.
+    pub async fn assert_exact(
+        &self,
+        system: &impl DatabaseReader,
+        api: &Api,
+        results: &[(String, StatusCode)],
+    ) {
+        assert_checkouts_exact_since(
+            system,
+            api,
+            results,
+            CONSISTENCY_STOCK,
+            CONSISTENCY_USERS,
+            &self.earlier,
+        )
+        .await;
+    }
+}
+
+impl Drop for ConsistencyRun {
+    /// A run given up (its case failed) stops checking out, so that it cannot change the
+    /// books of the cases after it.
+    fn drop(&mut self) {
+        if let Some(checkouts) = self.checkouts.take() {
+            checkouts.abort();
+        }
+    }
+}
+
 /// Checks out `orders` with `in_flight` concurrent clients.
 pub async fn run_checkouts(
     api: &Api,
@@ -470,14 +578,62 @@ pub const FAILPOINT: &str = "COORDINATOR_FAILPOINT";
 
 /// A user with 100 credit, an item priced 3 with 100 in stock, and an unpaid order of two of
 /// that item (total 6).
-pub async fn order_of_two(api: &Api) -> (String, String, String) {
-    let user = api.create_user().await;
-    api.ok(&format!("/payment/add_funds/{user}/100")).await;
-    let item = api.create_item(3).await;
-    api.ok(&format!("/stock/add/{item}/100")).await;
-    let order = api.create_order(&user).await;
-    api.ok(&format!("/orders/addItem/{order}/{item}/2")).await;
-    (user, item, order)
+pub async fn order_of_two(api: &Api) -> OrderOfTwo {
+    let user = api.user_with_credit(100).await;
+    let item = api.item_in_stock(3, 100).await;
+    let order = api.order_of(&user, &[(&item, 2)]).await;
+    OrderOfTwo { user, item, order }
+}
+
+/// What [`order_of_two`] made.
+pub struct OrderOfTwo {
+    pub user: String,
+    pub item: String,
+    pub order: String,
+}
+
+impl OrderOfTwo {
+    /// Asserts the order paid once: its two units sold and its 6 charged.
+    pub async fn assert_paid_once(&self, api: &Api) {
+        self.assert_settled(api, true, "").await;
+    }
+
+    /// Asserts the order paid with its two units sold and 6 charged when `paid`, else unpaid
+    /// with nothing sold or charged; `context` heads the failure.
+    pub async fn assert_settled(&self, api: &Api, paid: bool, context: &str) {
+        let (stock, credit) = if paid { (98, 94) } else { (100, 100) };
+        assert_eq!(api.order(&self.order).await.paid, paid, "{context}: paid");
+        assert_eq!(api.item(&self.item).await.stock, stock, "{context}: stock");
+        assert_eq!(
+            api.user(&self.user).await.credit,
+            credit,
+            "{context}: credit"
+        );
+    }
+}
+
+/// Claims unpaid `order` for transaction `txid` straight on the order database, as an order
+/// instance does before handing the transaction over, with a deadline a minute away.
+pub async fn claim(db: &mut PgConnection, order: &str, txid: uuid::Uuid) {
+    let deadline = epoch_ms(60_000);
+    let claimed = sqlx::query(
+        "update orders set checkout_txid = $2, checkout_deadline = $3 where id = $1 and not paid",
+    )
+    .bind(order)
+    .bind(txid)
+    .bind(deadline)
+    .execute(db)
+    .await
+    .unwrap_or_else(|error| panic!("claim {order}: {error}"));
+    assert_eq!(claimed.rows_affected(), 1, "{order} claimed");
+}
+
+/// Milliseconds since the epoch, `offset_ms` from now.
+pub fn epoch_ms(offset_ms: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after the epoch");
+    now.as_millis() as i64 + offset_ms
 }
 
 /// The sum of the samples of counter `metric` on process `name`'s `/metrics` whose labels
@@ -572,6 +728,22 @@ pub async fn keep_peer_coordinators_down(system: &System) -> String {
             .unwrap_or_else(|error| panic!("keep {name} down: {error}"));
     }
     coordinators[0].clone()
+}
+
+/// Arms every coordinator to exit right after forcing its commit decision, keeps all but
+/// the one it goes to down (see [`keep_peer_coordinators_down`]), checks `order` out and waits
+/// until that coordinator has exited: the transaction is decided and in doubt everywhere, with
+/// no coordinator running. Returns the checkout, still waiting for its reply.
+pub async fn crash_after_the_decision_alone(
+    system: &System,
+    api: &Api,
+    order: &str,
+) -> tokio::task::JoinHandle<StatusCode> {
+    arm_coordinator_failpoint(system, "after_decision").await;
+    keep_peer_coordinators_down(system).await;
+    let checkout = api.spawn_checkout(order);
+    wait_coordinator_crashed(system).await;
+    checkout
 }
 
 /// Starts every coordinator again with its failpoint disarmed (a running one is restarted:

@@ -10,7 +10,7 @@ use coordinator::{
     config::ParticipantSpec,
     inflight::InFlight,
     participants::Participants,
-    recovery::{Own, Recovery},
+    recovery::{Action, Item, Own, Recovery},
     MIGRATIONS,
 };
 use sqlx::{Executor, PgPool};
@@ -163,6 +163,18 @@ impl World {
             .fetch_one(&self.log)
             .await
             .unwrap()
+    }
+
+    /// Asserts that a round of `recovery` plans one rollback, of participant 0's branch, and
+    /// carries it out; returns that plan's one item.
+    pub async fn assert_one_rollback(&self, recovery: &Recovery<'_>) -> Item {
+        let plan = recovery.plan().await.unwrap();
+        assert_eq!(plan.items.len(), 1, "{plan:?}");
+        assert_eq!(plan.items[0].action, Action::Rollback);
+        let applied = recovery.apply(&plan).await;
+        assert_eq!(applied.rolled_back, 1, "{applied:?}");
+        assert!(self.prepared(0).await.is_empty());
+        plan.items[0].clone()
     }
 
     /// Leaves no prepared transaction behind on the shared test server.

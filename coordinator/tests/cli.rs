@@ -123,7 +123,6 @@ async fn list_shows_exactly_the_in_doubt_branches_with_the_action_recovery_would
         "the default grace protects a live coordinator's fresh undecided branch: {}",
         table.stdout
     );
-    world.clean_up().await;
 }
 
 #[tokio::test]
@@ -137,7 +136,6 @@ async fn resolve_dry_run_changes_nothing() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stdout.contains("rollback") && run.stdout.contains("commit"));
     assert_eq!(world.all_prepared().await, before);
-    world.clean_up().await;
 }
 
 #[tokio::test]
@@ -179,7 +177,6 @@ async fn resolve_leaves_young_undecided_branches_to_a_live_coordinator() {
     let run = world.cli(&["resolve"]);
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert!(world.prepared(0).await.is_empty());
-    world.clean_up().await;
 }
 
 #[tokio::test]
@@ -205,7 +202,6 @@ async fn rollback_of_a_logged_commit_is_refused_without_force_and_recorded_with_
         world.operator_actions().await,
         vec![(branch, "rollback".into(), true, Some("ticket 7".into()))]
     );
-    world.clean_up().await;
 }
 
 #[tokio::test]
@@ -225,7 +221,6 @@ async fn commit_without_a_commit_record_is_refused_and_a_logged_one_is_recorded_
         world.operator_actions().await,
         vec![(gid(decided, "beta"), "commit".into(), false, None)]
     );
-    world.clean_up().await;
 }
 
 #[tokio::test]
@@ -249,7 +244,6 @@ async fn a_manufactured_hazard_makes_hazards_exit_non_zero() {
     assert!(world.has_row(0, "a").await);
     assert_eq!(world.cli(&["hazards"]).code, 1);
 
-    world.clean_up().await;
     assert_eq!(world.cli(&["hazards"]).code, 1, "still recorded");
     sqlx::query("update hazards set resolved_at = now(), note = 'test'")
         .execute(&world.log)
@@ -333,7 +327,6 @@ async fn bad_input_gives_a_clear_message_and_changes_nothing() {
     }
     assert_eq!(world.all_prepared().await, before);
     assert!(world.operator_actions().await.is_empty());
-    world.clean_up().await;
 }
 
 #[tokio::test]
@@ -419,7 +412,6 @@ async fn with_skip_unreachable_a_participant_outage_is_named_and_the_others_are_
         !world.finished(decided).await,
         "beta's branch is still open"
     );
-    world.clean_up().await;
 }
 
 #[test]

@@ -127,7 +127,6 @@ async fn transactions_in_flight_and_live_peers_young_branches_are_left_alone() {
 
     assert_eq!(world.prepared(0).await.len(), 1);
     assert_eq!(world.prepared(1).await.len(), 1);
-    world.clean_up().await;
 }
 
 /// A peer that no process holds the identity of is not deciding anything: its undecided
@@ -256,7 +255,6 @@ async fn another_coordinators_branches_are_never_touched() {
     recovery.apply(&plan).await;
 
     assert_eq!(world.prepared(0).await.len(), 1);
-    world.clean_up().await;
 }
 
 #[tokio::test]

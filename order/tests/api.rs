@@ -7,6 +7,7 @@ use std::time::Duration;
 use order::{Config, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use service_kit::testing::{fresh_database, TestDatabase};
 use sqlx::{Executor, PgPool};
 use twopc::Gid;
 use uuid::Uuid;
@@ -16,6 +17,9 @@ struct World {
     stock: String,
     http: reqwest::Client,
     pool: PgPool,
+    /// The order and the stock databases, dropped with the world (see
+    /// [`service_kit::testing::TestDatabase`]).
+    _databases: [TestDatabase; 2],
 }
 
 async fn world() -> World {
@@ -25,10 +29,10 @@ async fn world() -> World {
 /// The world with the order service's configuration changed by `adjust`.
 async fn world_with(adjust: impl FnOnce(&mut Config)) -> World {
     service_kit::telemetry::init_logs();
-    let stock_db = service_kit::testing::fresh_database().await;
+    let stock_db = fresh_database().await;
     let stock = participant_stock::Server::build(participant_server::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: stock_db,
+        database_url: stock_db.url.clone(),
         db_max_connections: 4,
     })
     .await
@@ -36,10 +40,10 @@ async fn world_with(adjust: impl FnOnce(&mut Config)) -> World {
     let stock_url = format!("http://127.0.0.1:{}", stock.port());
     tokio::spawn(stock.run_until(std::future::pending()));
 
-    let database_url = service_kit::testing::fresh_database().await;
+    let order_db = fresh_database().await;
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: database_url.clone(),
+        database_url: order_db.url.clone(),
         stock_url: stock_url.parse().unwrap(),
         // Nothing listens on the discard port: the coordinator is unreachable.
         coordinator_urls: vec!["http://127.0.0.1:9".parse().unwrap()],
@@ -63,7 +67,8 @@ async fn world_with(adjust: impl FnOnce(&mut Config)) -> World {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap(),
-        pool: PgPool::connect(&database_url).await.unwrap(),
+        pool: PgPool::connect(&order_db.url).await.unwrap(),
+        _databases: [order_db, stock_db],
     }
 }
 

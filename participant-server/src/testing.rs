@@ -7,7 +7,7 @@ use std::{marker::PhantomData, time::Duration};
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::oneshot;
 use twopc::finish::{
     commit_prepared, marker_exists, rollback_prepared, CommitResult, RollbackResult,
@@ -39,17 +39,19 @@ pub struct TestServer<P> {
     /// finishing prepared branches the way the coordinator does.
     pub pool: PgPool,
     pub books: Books,
-    database_url: String,
     stop: Option<oneshot::Sender<()>>,
     participant: PhantomData<fn() -> P>,
+    /// Last, so that it is dropped (its prepared transactions rolled back, then the database
+    /// dropped) after the service was told to stop.
+    pub database: service_kit::testing::TestDatabase,
 }
 
 pub async fn spawn_app<P: Participant>(books: Books) -> TestServer<P> {
     service_kit::telemetry::init_logs();
-    let database_url = service_kit::testing::fresh_database().await;
+    let database = service_kit::testing::fresh_database().await;
     let server = Server::<P>::build(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: database_url.clone(),
+        database_url: database.url.clone(),
         db_max_connections: 16,
     })
     .await
@@ -65,11 +67,11 @@ pub async fn spawn_app<P: Participant>(books: Books) -> TestServer<P> {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap(),
-        pool: PgPool::connect(&database_url).await.unwrap(),
+        pool: PgPool::connect(&database.url).await.unwrap(),
         books,
-        database_url,
         stop: Some(stop),
         participant: PhantomData,
+        database,
     }
 }
 
@@ -520,38 +522,13 @@ fn yes() -> Value {
 }
 
 impl<P> Drop for TestServer<P> {
-    /// Stops the service and rolls back whatever a failed test left prepared, so the shared
-    /// server's prepared-transaction slots do not fill up.
+    /// Stops the service; then the database goes with its prepared transactions (see
+    /// [`service_kit::testing::TestDatabase`]), so a failed test leaves nothing on the shared
+    /// server.
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let url = self.database_url.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(rollback_all_prepared(&url));
-        });
-        let _ = cleanup.join();
-    }
-}
-
-async fn rollback_all_prepared(url: &str) {
-    let Ok(mut conn) = PgConnection::connect(url).await else {
-        return;
-    };
-    let gids: Vec<String> =
-        sqlx::query_scalar("select gid from pg_prepared_xacts where database = current_database()")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap_or_default();
-    for gid in gids {
-        // Gids come from the server itself, and the tests only prepare valid ones.
-        let _ = sqlx::raw_sql(&format!("rollback prepared '{gid}'"))
-            .execute(&mut conn)
-            .await;
     }
 }
 

@@ -13,7 +13,8 @@ use coordinator::{
     recovery::{Action, Item, Own, Recovery},
     MIGRATIONS,
 };
-use sqlx::{Executor, PgPool};
+use service_kit::testing::{fresh_database, TestDatabase};
+use sqlx::{migrate::Migrator, Executor, PgPool};
 use twopc::{branch::Branch, Gid};
 use uuid::Uuid;
 
@@ -24,29 +25,36 @@ pub struct World {
     /// The participants as the coordinator's environment lists them.
     pub specs: Vec<ParticipantSpec>,
     pub log_url: String,
+    /// The log's database and the participants'. Dropped with the world, pass or fail: each
+    /// first rolls back what the test left prepared there (see
+    /// [`service_kit::testing::TestDatabase`]), so a failed test leaves the shared server's
+    /// prepared-transaction slots free.
+    databases: Vec<TestDatabase>,
 }
+
+/// The participant databases' schema: a real participant's migrations (`twopc_markers` as the
+/// services have it), and a table for the branches' rows.
+static PARTICIPANT_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/stock");
 
 pub const NAMES: [&str; 2] = ["alpha", "beta"];
 
 pub async fn world() -> World {
-    let log_url = service_kit::testing::fresh_database().await;
+    let log_database = fresh_database().await;
+    let log_url = log_database.url.clone();
     let log = PgPool::connect(&log_url).await.unwrap();
     MIGRATIONS.run(&log).await.unwrap();
+    let mut databases = vec![log_database];
     let mut specs = Vec::new();
     let mut pools = Vec::new();
     for name in NAMES {
-        let url = service_kit::testing::fresh_database().await;
+        let database = fresh_database().await;
+        let url = database.url.clone();
+        databases.push(database);
         let pool = PgPool::connect(&url).await.unwrap();
-        pool.execute(
-            "create table twopc_markers (gid text primary key,
-                 created_at timestamptz not null default clock_timestamp(),
-                 prepare_by timestamptz,
-                 constraint twopc_markers_prepared_in_time
-                     check (prepare_by is null or created_at < prepare_by));
-             create table rows (id text primary key);",
-        )
-        .await
-        .unwrap();
+        PARTICIPANT_MIGRATIONS.run(&pool).await.unwrap();
+        pool.execute("create table rows (id text primary key)")
+            .await
+            .unwrap();
         pools.push(pool);
         specs.push(ParticipantSpec {
             name: name.to_owned(),
@@ -61,6 +69,7 @@ pub async fn world() -> World {
         pools,
         specs,
         log_url,
+        databases,
     }
 }
 
@@ -175,16 +184,5 @@ impl World {
         assert_eq!(applied.rolled_back, 1, "{applied:?}");
         assert!(self.prepared(0).await.is_empty());
         plan.items[0].clone()
-    }
-
-    /// Leaves no prepared transaction behind on the shared test server.
-    pub async fn clean_up(&self) {
-        for (index, pool) in self.pools.iter().enumerate() {
-            for gid in self.prepared(index).await {
-                pool.execute(format!("rollback prepared '{gid}'").as_str())
-                    .await
-                    .unwrap();
-            }
-        }
     }
 }

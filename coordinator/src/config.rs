@@ -4,47 +4,59 @@ use std::{net::SocketAddr, str::FromStr, time::Duration};
 
 use clap::Parser;
 
-/// One participant as the coordinator knows it: where to ask for its vote, and its database,
-/// where phase two and recovery finish branches directly.
+/// One participant as the coordinator knows it: its instances, any of which can be asked for
+/// a vote, and its database, where phase two and recovery finish branches directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParticipantSpec {
     pub name: String,
-    pub base_url: String,
+    /// Base URLs of the participant's instances (or of one proxy in front of them).
+    pub base_urls: Vec<reqwest::Url>,
     pub database_url: String,
 }
 
 impl FromStr for ParticipantSpec {
     type Err = String;
 
-    /// `NAME,BASE_URL,DATABASE_URL`
+    /// `NAME,BASE_URL[|BASE_URL...],DATABASE_URL`
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.splitn(3, ',');
-        let (Some(name), Some(base_url), Some(database_url)) =
+        let (Some(name), Some(base_urls), Some(database_url)) =
             (parts.next(), parts.next(), parts.next())
         else {
             return Err(format!(
-                "participant {s:?} is not NAME,BASE_URL,DATABASE_URL"
+                "participant {s:?} is not NAME,BASE_URL[|BASE_URL...],DATABASE_URL"
             ));
         };
-        Self::new(name, base_url, database_url)
+        Self::new(name, base_urls.split('|'), database_url)
     }
 }
 
 impl ParticipantSpec {
-    /// A participant with a valid name.
-    pub fn new(name: &str, base_url: &str, database_url: &str) -> Result<Self, String> {
+    /// A participant with a valid name and instance URLs.
+    pub fn new<'a>(
+        name: &str,
+        base_urls: impl IntoIterator<Item = &'a str>,
+        database_url: &str,
+    ) -> Result<Self, String> {
         twopc::gid::validate_name("participant", name).map_err(|e| e.to_string())?;
+        let base_urls = base_urls
+            .into_iter()
+            .map(|url| {
+                reqwest::Url::parse(url)
+                    .map_err(|error| format!("participant {name}: {url:?} is no URL: {error}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             name: name.to_owned(),
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            base_urls,
             database_url: database_url.to_owned(),
         })
     }
 
     /// A participant known by its database alone, as the recovery CLI knows it: it finishes
-    /// branches and never asks for a vote, so the base URL stays empty.
+    /// branches and never asks for a vote.
     pub fn without_vote_endpoint(name: &str, database_url: &str) -> Result<Self, String> {
-        Self::new(name, "", database_url)
+        Self::new(name, [], database_url)
     }
 }
 
@@ -65,8 +77,9 @@ pub struct Config {
     #[arg(long, env = "COORDINATOR_ID", value_parser = parse_name)]
     pub id: String,
 
-    /// Participants as NAME,BASE_URL,DATABASE_URL (repeat, or space-separated in the
-    /// environment).
+    /// Participants as NAME,BASE_URL[|BASE_URL...],DATABASE_URL (repeat, or space-separated in
+    /// the environment), in the order their branches are prepared. Votes are asked of the
+    /// instances directly, spread over those that answer their health probe.
     #[arg(
         long = "participant",
         env = "COORDINATOR_PARTICIPANTS",
@@ -120,16 +133,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_participant_is_name_url_and_database() {
+    fn a_participant_is_name_urls_and_database() {
         let spec: ParticipantSpec = "stock,http://127.0.0.1:8010/,postgres://u@h:1/stock?x=1,2"
             .parse()
             .unwrap();
         assert_eq!(spec.name, "stock");
-        assert_eq!(spec.base_url, "http://127.0.0.1:8010");
+        assert_eq!(spec.base_urls[0].as_str(), "http://127.0.0.1:8010/");
         assert_eq!(spec.database_url, "postgres://u@h:1/stock?x=1,2");
+        let two: ParticipantSpec = "stock,http://a:1|http://b:2/,postgres://y".parse().unwrap();
+        let urls: Vec<&str> = two.base_urls.iter().map(reqwest::Url::as_str).collect();
+        assert_eq!(urls, ["http://a:1/", "http://b:2/"]);
         assert!("Stock,http://x,postgres://y"
             .parse::<ParticipantSpec>()
             .is_err());
         assert!("stock,http://x".parse::<ParticipantSpec>().is_err());
+        assert!("stock,http://a:1|,postgres://y"
+            .parse::<ParticipantSpec>()
+            .is_err());
     }
 }

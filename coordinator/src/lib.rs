@@ -113,6 +113,9 @@ impl Coordinator {
     ) -> std::io::Result<()> {
         let addr = self.local_addr();
         let app = self.app;
+        for participant in app.participants.iter() {
+            participant.instances.watch(&app.tasks, app.http.clone());
+        }
         let rounds = app.clone();
         app.tasks.every(app.config.recovery_interval(), move || {
             recovery_round(rounds.clone())

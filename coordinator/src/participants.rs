@@ -2,21 +2,21 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use service_kit::peers::Peers;
 use sqlx::PgPool;
 
 use crate::config::ParticipantSpec;
 
-/// One participant as the coordinator reaches it: its vote endpoint and its database.
-#[derive(Debug)]
+/// One participant as the coordinator reaches it: its instances and its database.
 pub struct ParticipantDb {
     pub name: String,
-    /// `POST` target for votes.
-    pub prepare_url: String,
+    /// The instances votes are asked of (none for the recovery CLI, which never asks).
+    pub instances: Arc<Peers>,
     /// The participant's own database: phase two and recovery finish branches here.
     pub pool: PgPool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Participants {
     by_name: HashMap<String, Arc<ParticipantDb>>,
     /// Configuration order, used for reports.
@@ -37,7 +37,7 @@ impl Participants {
                 .connect_lazy_with(sqlx::ConnectOptions::disable_statement_logging(options));
             let participant = Arc::new(ParticipantDb {
                 name: spec.name.clone(),
-                prepare_url: format!("{}{}", spec.base_url, twopc::wire::routes::PREPARE),
+                instances: Arc::new(Peers::new(&spec.name, spec.base_urls.clone())),
                 pool,
             });
             participants

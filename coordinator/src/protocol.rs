@@ -305,21 +305,32 @@ async fn ask(
     mut body: PrepareRequest,
 ) -> Result<Vote, Refusal> {
     let name = participant.name.as_str();
-    let url = participant.prepare_url.as_str();
     let unreachable = |detail: String| {
         tracing::warn!(participant = %name, %detail, "no vote");
         Refusal::transient("unavailable", format!("{name} could not vote, try again"))
     };
-    // A request that failed without an answer (a refused or reset connection, one closed by a
-    // proxy whose server died) is sent again with the same gid while time is left: a repeated
-    // prepare of a prepared branch votes yes without doing the work twice (marked `repeat`, so
-    // the participant looks for it first). Only a wait that ran out is not repeated: the
-    // participant is slow, and more load would not help it.
+    let instances = &participant.instances;
+    let order = instances.order();
+    if order.is_empty() {
+        return Err(unreachable("no instance to ask".to_owned()));
+    }
+    // A request that failed without an answer (a refused or reset connection: a dead
+    // instance, or a keep-alive connection the other side was closing) is sent again with the
+    // same gid, to the next instance, while time is left: a repeated prepare of a prepared
+    // branch votes yes without doing the work twice (marked `repeat`, so the participant looks
+    // for it first). Only a wait that ran out is not repeated: the participant is slow, and
+    // more load would not help it.
     let mut pause = Duration::from_millis(20);
+    let mut attempt = 0;
     let response = loop {
         let Some(left) = body.deadline.remaining() else {
             return Err(unreachable("no answer before the deadline".to_owned()));
         };
+        let index = order[attempt % order.len()];
+        let url = instances
+            .url(index)
+            .join(twopc::wire::routes::PREPARE)
+            .map_err(|error| unreachable(error.to_string()))?;
         match app
             .http
             .post(url)
@@ -329,12 +340,22 @@ async fn ask(
             .await
         {
             Ok(response) => break response,
-            Err(error) if error.is_timeout() => return Err(unreachable(error.to_string())),
+            Err(error) if error.is_timeout() => {
+                instances.mark_down(index);
+                return Err(unreachable(error.to_string()));
+            }
             Err(error) => {
                 tracing::debug!(participant = %name, %error, "prepare not delivered; retrying");
+                if error.is_connect() {
+                    instances.mark_down(index);
+                }
                 body.repeat = true;
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
+                attempt += 1;
+                // Another instance is asked at once; the same one again only after a pause.
+                if attempt % order.len() == 0 {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
             }
         }
     };

@@ -21,7 +21,10 @@ impl World {
         let participants: Vec<String> = self
             .specs
             .iter()
-            .map(|s| format!("{},{},{}", s.name, s.base_url, s.database_url))
+            .map(|s| {
+                let urls: Vec<&str> = s.base_urls.iter().map(|url| url.as_str()).collect();
+                format!("{},{},{}", s.name, urls.join("|"), s.database_url)
+            })
             .collect();
         self.cli_with(&self.log_url, &participants.join(" "), args)
     }

@@ -140,10 +140,15 @@ fn the_compose_services_reach_each_other_on_the_fixed_ports() {
     let participants: Vec<String> = Service::PARTICIPANTS
         .into_iter()
         .map(|service| {
+            let instances: Vec<String> = ports
+                .processes(service)
+                .into_iter()
+                .map(|(name, _)| format!("http://{name}:{}", compose::SERVICE_PORT))
+                .collect();
             format!(
                 "{},{},{}",
                 service.name(),
-                gateway_url(ports.internal(service).expect("an internal frontend")),
+                instances.join("|"),
                 compose::database_url(ports.postgres(service))
             )
         })

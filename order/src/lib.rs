@@ -19,7 +19,6 @@ pub mod admission;
 pub mod batch;
 pub mod checkout;
 pub mod config;
-pub mod coordinators;
 pub mod db;
 pub mod error;
 pub mod prepare;
@@ -30,7 +29,7 @@ pub mod telemetry;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use service_kit::tasks::Tasks;
+use service_kit::{peers::Peers, tasks::Tasks};
 use sqlx::{migrate::Migrator, postgres::PgPoolOptions, PgPool};
 use tokio::net::TcpListener;
 
@@ -46,7 +45,9 @@ pub struct State {
     /// The same database with `synchronous_commit = off`, for checkout claims only (see
     /// [`db::claim`] for why that is safe).
     pub claims: PgPool,
-    pub coordinators: Arc<coordinators::Coordinators>,
+    /// The coordinators, any of which can run any checkout and tell any outcome (they share
+    /// the decision log).
+    pub coordinators: Arc<Peers>,
     /// The checkouts in flight and the queue in front of them.
     pub admission: Arc<admission::Admission>,
     /// The batch forming and the batches in flight (see [`batch`]).
@@ -91,9 +92,7 @@ impl Server {
         let state = State {
             // Every call sets its own timeout from its deadline; this bound is a backstop.
             http: service_kit::http::client(config.checkout_deadline()),
-            coordinators: Arc::new(coordinators::Coordinators::new(
-                config.coordinator_urls.clone(),
-            )),
+            coordinators: Arc::new(Peers::new("coordinator", config.coordinator_urls.clone())),
             admission: Arc::new(admission::Admission::new(
                 config.checkouts_in_flight as usize,
                 config.checkout_queue(),
@@ -132,10 +131,9 @@ impl Server {
         let tasks = self.state.tasks.clone();
         service_kit::db::collect_markers(&tasks, self.state.pool.clone());
         service_kit::db::watch(&tasks, self.state.pool.clone(), prepare::PARTICIPANT);
-        let (coordinators, http) = (self.state.coordinators.clone(), self.state.http.clone());
-        tasks.every(coordinators::PROBE_INTERVAL, move || {
-            coordinators.clone().probe(http.clone())
-        });
+        self.state
+            .coordinators
+            .watch(&tasks, self.state.http.clone());
         tracing::info!(addr = %self.local_addr(), "listening");
         let router = routes::router(self.state);
         service_kit::http::serve(self.listener, router, shutdown, &tasks).await

@@ -10,6 +10,7 @@
 pub mod db;
 pub mod http;
 pub mod params;
+pub mod peers;
 pub mod sync;
 pub mod tasks;
 pub mod telemetry;

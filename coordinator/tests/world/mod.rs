@@ -58,7 +58,7 @@ pub async fn world() -> World {
         pools.push(pool);
         specs.push(ParticipantSpec {
             name: name.to_owned(),
-            base_url: "http://127.0.0.1:9".to_owned(),
+            base_urls: vec!["http://127.0.0.1:9".parse().unwrap()],
             database_url: url,
         });
     }

@@ -265,7 +265,8 @@ impl System {
             .into_iter()
             .enumerate()
         {
-            // Same participants, same decision log; only the identity differs.
+            // Same participants, same decision log; only the identity differs. Votes are asked
+            // of the participants' instances directly, not through the gateway.
             let mut coordinator = self
                 .service_command(Service::Coordinator, port)
                 .arg("--database-url")
@@ -273,10 +274,15 @@ impl System {
                 .arg("--id")
                 .arg(coordinator_id(index + 1));
             for participant in Service::PARTICIPANTS {
+                let instances: Vec<String> = ports
+                    .processes(participant)
+                    .into_iter()
+                    .map(|(_, port)| local_url(port))
+                    .collect();
                 coordinator = coordinator.arg("--participant").arg(format!(
                     "{},{},{}",
                     participant.name(),
-                    self.frontend(participant)?,
+                    instances.join("|"),
                     self.database_url(participant)
                 ));
             }

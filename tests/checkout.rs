@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use system_tests::{
     arm_coordinator_failpoint, claim, connect, epoch_ms, keep_peer_coordinators_down, ledger,
     metric_sum, order_of_two, restart_coordinator_clean, start, wait_nothing_prepared, wait_until,
-    Api, Consistency, DatabaseReader, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
+    Api, DatabaseReader, Service, CONSISTENCY_STOCK, CONSISTENCY_USERS,
 };
 
 #[tokio::test]
@@ -318,8 +318,8 @@ async fn a_refusal_that_only_says_what_other_members_of_a_batch_took_is_not_the_
 async fn consistency_scenario_is_exact() {
     let system = start().await;
     let api = Api::new(&system);
-    let scenario = Consistency::populate(&api).await;
-    let results = scenario.run(&api, 100).await;
+    let scenario = system_tests::consistency(&api).await;
+    let results = system_tests::run_checkouts(&api, &scenario.orders, 100).await;
 
     let ok = results.iter().filter(|(_, s)| *s == StatusCode::OK).count();
     let refused = results.iter().filter(|(_, s)| s.is_client_error()).count();
@@ -327,7 +327,7 @@ async fn consistency_scenario_is_exact() {
     assert_eq!(api.item(&scenario.item).await.stock, 0);
     let credit = ledger(&system, CONSISTENCY_STOCK, CONSISTENCY_USERS).await;
     assert_eq!(CONSISTENCY_USERS - credit.credit_spent, 900);
-    scenario.assert_exact(&system, &api, &results).await;
+    system_tests::assert_consistency_exact(&system, api.client(), &results).await;
     wait_nothing_prepared(&system, Duration::from_secs(5)).await;
 }
 

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use system_tests::{
     arm_coordinator_failpoint, crash_after_the_decision_alone, ledger, order_of_two,
     restart_coordinator_clean, start, wait_coordinator_crashed, wait_nothing_prepared, wait_until,
-    Api, Consistency, Service,
+    Api, Service,
 };
 
 /// For every crash point: the checkout's reply matches what happened, nothing stays prepared,
@@ -114,7 +114,7 @@ async fn participants_killed_between_prepare_and_commit_lose_nothing() {
 async fn consistency_holds_while_the_coordinator_and_service_instances_are_killed() {
     let system = start().await;
     let api = Api::new(&system);
-    let scenario = Consistency::populate(&api).await;
+    let scenario = system_tests::consistency(&api).await;
     let run = tokio::spawn({
         let api = api.clone();
         let orders = scenario.orders.clone();
@@ -142,7 +142,7 @@ async fn consistency_holds_while_the_coordinator_and_service_instances_are_kille
     let results = run.await.expect("run");
 
     assert_eq!(results.len(), scenario.orders.len());
-    scenario.assert_exact(&system, &api, &results).await;
+    system_tests::assert_consistency_exact(&system, api.client(), &results).await;
     wait_nothing_prepared(&system, Duration::from_secs(30)).await;
     assert!(
         system

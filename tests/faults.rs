@@ -32,8 +32,8 @@ use reqwest::StatusCode;
 use sqlx::Connection;
 use system_tests::{
     arm_coordinator_failpoint, connect, one_loaded_system_at_a_time, order_of_two,
-    prepared_count_now, run_checkouts_retrying, scalar_i64, start, wait_until, Api, Consistency,
-    Service, System, TriedCheckout, CONSISTENCY_STOCK, CONSISTENCY_USERS,
+    prepared_count_now, run_checkouts_retrying, scalar_i64, start, wait_until, Api, Service,
+    System, TriedCheckout, CONSISTENCY_STOCK, CONSISTENCY_USERS,
 };
 
 /// When the fault strikes, counted from the first checkout.
@@ -241,7 +241,7 @@ async fn consistency_through(fault: Fault) {
     let _one_at_a_time = one_loaded_system_at_a_time().await;
     let system = start().await;
     let api = Api::new(&system);
-    let scenario = Consistency::populate(&api).await;
+    let scenario = system_tests::consistency(&api).await;
 
     let started = Instant::now();
     let run = run_checkouts_retrying(&api, &scenario.orders, IN_FLIGHT);

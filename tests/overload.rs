@@ -8,9 +8,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use system_tests::{
-    prepared_count_now, start, wait_nothing_prepared, wait_until, Api, Consistency, Service,
-};
+use system_tests::{prepared_count_now, start, wait_nothing_prepared, wait_until, Api, Service};
 
 const IN_FLIGHT_PER_INSTANCE: usize = 2;
 
@@ -44,7 +42,7 @@ async fn far_more_checkouts_than_admitted_queue_and_all_end_in_200_or_a_business
         .await;
     }
     let api = Api::new(&system);
-    let scenario = Consistency::populate(&api).await;
+    let scenario = system_tests::consistency(&api).await;
 
     // The prepared branches, sampled while the checkouts run: with at most four checkouts
     // admitted, no database can hold more than four.
@@ -69,7 +67,8 @@ async fn far_more_checkouts_than_admitted_queue_and_all_end_in_200_or_a_business
             most
         }
     });
-    let results = scenario.run(&api, system_tests::CONSISTENCY_ORDERS).await;
+    let results =
+        system_tests::run_checkouts(&api, &scenario.orders, system_tests::CONSISTENCY_ORDERS).await;
     sampling.0.send(true).expect("stop sampling");
     let most_prepared = sampler.await.expect("sampler");
 
@@ -91,7 +90,7 @@ async fn far_more_checkouts_than_admitted_queue_and_all_end_in_200_or_a_business
         most_prepared <= admitted,
         "{most_prepared} order branches prepared at once; at most {admitted} checkouts run"
     );
-    scenario.assert_exact(&system, &api, &results).await;
+    system_tests::assert_consistency_exact(&system, api.client(), &results).await;
     wait_nothing_prepared(&system, Duration::from_secs(10)).await;
     assert_eq!(prepared_count_now(&system).await, Some(0));
 }

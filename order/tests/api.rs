@@ -9,13 +9,15 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use service_kit::testing::{fresh_database, TestDatabase};
 use sqlx::{Executor, PgPool};
+use test_support::Client;
 use twopc::Gid;
 use uuid::Uuid;
 
 struct World {
-    base: String,
-    stock: String,
-    http: reqwest::Client,
+    /// The order service's client.
+    api: Client,
+    /// The stock service's, for the items the orders hold.
+    stock: Client,
     pool: PgPool,
     /// The order and the stock databases, dropped with the world (see
     /// [`service_kit::testing::TestDatabase`]).
@@ -61,12 +63,8 @@ async fn world_with(adjust: impl FnOnce(&mut Config)) -> World {
     let base = format!("http://{}", server.local_addr());
     tokio::spawn(server.run_until(std::future::pending()));
     World {
-        base,
-        stock: stock_url,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap(),
+        api: Client::with_limits(base, usize::MAX, Duration::from_secs(60)),
+        stock: Client::with_limits(stock_url, usize::MAX, Duration::from_secs(60)),
         pool: PgPool::connect(&order_db.url).await.unwrap(),
         _databases: [order_db, stock_db],
     }
@@ -100,29 +98,19 @@ impl World {
             .unwrap()
     }
 
-    async fn send(&self, method: reqwest::Method, url: String) -> (StatusCode, String) {
-        let response = self.http.request(method, url).send().await.unwrap();
-        (response.status(), response.text().await.unwrap())
-    }
-
     async fn post(&self, path: &str) -> (StatusCode, String) {
-        self.send(reqwest::Method::POST, format!("{}{path}", self.base))
-            .await
+        self.api.post(path).await
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let (status, body) = self
-            .send(reqwest::Method::GET, format!("{}{path}", self.base))
-            .await;
+        let (status, body) = self.api.get(path).await;
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
     async fn item(&self, price: i64) -> String {
         let (status, body) = self
-            .send(
-                reqwest::Method::POST,
-                format!("{}/stock/item/create/{price}", self.stock),
-            )
+            .stock
+            .post(&format!("/stock/item/create/{price}"))
             .await;
         assert_eq!(status, StatusCode::OK);
         serde_json::from_str::<Value>(&body).unwrap()["item_id"]
@@ -150,19 +138,12 @@ impl World {
     }
 
     async fn prepare(&self, gid: &Gid, work: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(format!("{}/_2pc/prepare", self.base))
-            .json(&json!({
-                "gid": gid.to_string(),
-                "deadline": twopc::Deadline::after(Duration::from_secs(1)),
-                "work": work,
-            }))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let body = json!({
+            "gid": gid.to_string(),
+            "deadline": twopc::Deadline::after(Duration::from_secs(1)),
+            "work": work,
+        });
+        self.api.post_json("/_2pc/prepare", &body).await
     }
 }
 
@@ -315,8 +296,9 @@ async fn the_order_branch_refuses_to_prepare_after_its_deadline() {
     let gid = Gid::new("c1", Uuid::new_v4(), "order").unwrap();
     world.claim(&order, gid.txid()).await;
     let response = world
+        .api
         .http
-        .post(format!("{}/_2pc/prepare", world.base))
+        .post(world.api.url("/_2pc/prepare"))
         .json(&json!({
             "gid": gid.to_string(),
             "deadline": twopc::Deadline::from_millis(1),
@@ -358,8 +340,8 @@ async fn a_checkout_that_waits_out_the_queue_is_refused_for_load_and_changes_not
     }
     let first = tokio::spawn({
         let (http, url) = (
-            world.http.clone(),
-            format!("{}/orders/checkout/{running}", world.base),
+            world.api.http.clone(),
+            format!("{}/orders/checkout/{running}", world.api.base),
         );
         async move { http.post(url).send().await.unwrap().status() }
     });
@@ -372,8 +354,9 @@ async fn a_checkout_that_waits_out_the_queue_is_refused_for_load_and_changes_not
         tokio::task::yield_now().await;
     }
     let response = world
+        .api
         .http
-        .post(format!("{}/orders/checkout/{queued}", world.base))
+        .post(world.api.url(&format!("/orders/checkout/{queued}")))
         .send()
         .await
         .unwrap();

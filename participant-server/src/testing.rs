@@ -33,8 +33,8 @@ pub struct Books {
 
 /// A running participant service `P` and a client for it; dropping it stops the service.
 pub struct TestServer<P> {
-    pub base: String,
-    pub client: reqwest::Client,
+    /// The client of the service (`post`, `get`, `post_json`, … through `Deref`).
+    pub client: test_support::Client,
     /// A pool of the test's own on the service's database, for asserting its state and for
     /// finishing prepared branches the way the coordinator does.
     pub pool: PgPool,
@@ -62,11 +62,7 @@ pub async fn spawn_app<P: Participant>(books: Books) -> TestServer<P> {
         let _ = stopped.await;
     }));
     TestServer {
-        base,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
+        client: test_support::Client::with_limits(base, usize::MAX, Duration::from_secs(30)),
         pool: PgPool::connect(&database.url).await.unwrap(),
         books,
         stop: Some(stop),
@@ -75,45 +71,15 @@ pub async fn spawn_app<P: Participant>(books: Books) -> TestServer<P> {
     }
 }
 
+impl<P> std::ops::Deref for TestServer<P> {
+    type Target = test_support::Client;
+
+    fn deref(&self) -> &test_support::Client {
+        &self.client
+    }
+}
+
 impl<P> TestServer<P> {
-    pub async fn post(&self, path: &str) -> (StatusCode, String) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (response.status(), response.text().await.unwrap())
-    }
-
-    pub async fn get(&self, path: &str) -> (StatusCode, String) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (response.status(), response.text().await.unwrap())
-    }
-
-    /// POSTs `body` as JSON and returns the status and the reply as JSON (or as a string when
-    /// it is not JSON).
-    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
     /// Sends again the prepare of `gid` (prepared already) with `work`: marked as a repeat it
     /// finds the branch prepared and votes yes; unmarked it does not look, and still applies
     /// nothing twice: the work waits for the rows its prepared twin holds until the deadline
@@ -229,9 +195,9 @@ impl<P> TestServer<P> {
         for &(path, post) in paths {
             let url = format!("{}{path}", self.base);
             let request = if post {
-                self.client.post(url)
+                self.http.post(url)
             } else {
-                self.client.get(url)
+                self.http.get(url)
             };
             let response = request.send().await.unwrap();
             assert_eq!(response.status(), StatusCode::OK, "{path}");
@@ -282,7 +248,7 @@ impl<P> TestServer<P> {
         let path = (self.books.add)("0", 1);
         let handles: Vec<_> = (0..200)
             .map(|_| {
-                let request = self.client.post(format!("{}{path}", self.base));
+                let request = self.http.post(self.url(&path));
                 tokio::spawn(async move { request.send().await.unwrap().status() })
             })
             .collect();

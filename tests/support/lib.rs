@@ -11,6 +11,13 @@ pub use launcher::system::{Instances, Service, System};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use sqlx::{Connection, PgConnection};
+pub use test_support::{
+    books::{
+        assert_checkouts_exact, assert_checkouts_exact_since, assert_consistency_exact, ledger,
+        DatabaseReader, Ledger, Paid,
+    },
+    Client, Consistency, CONSISTENCY_ORDERS, CONSISTENCY_STOCK, CONSISTENCY_USERS,
+};
 
 /// Starts a private system on free ports with the debug binaries.
 pub async fn start() -> System {
@@ -48,15 +55,22 @@ where
     }
 }
 
-/// A client of the public API through the gateway.
+/// The public API through the gateway: [`Client`] with the shop's vocabulary.
 #[derive(Clone)]
 pub struct Api {
-    pub base: String,
-    pub http: reqwest::Client,
+    client: Client,
     /// A client that keeps no idle connection: each request opens its own, so a request's
     /// connection error can be placed in time against a fault (see
     /// [`Api::checkout_retrying`]).
-    unpooled: reqwest::Client,
+    unpooled: Client,
+}
+
+impl std::ops::Deref for Api {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -80,6 +94,9 @@ pub struct Order {
     pub total_cost: i64,
 }
 
+/// A checkout can wait for its turn behind a fault's recovery.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
 impl Api {
     pub fn new(system: &System) -> Self {
         Self::at(system.gateway_url())
@@ -89,81 +106,45 @@ impl Api {
     /// the launcher (the containers).
     pub fn at(base: String) -> Self {
         Self {
-            base,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .pool_max_idle_per_host(256)
-                .build()
-                .expect("client"),
-            unpooled: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("client"),
+            client: Client::with_limits(base.clone(), 256, TIMEOUT),
+            unpooled: Client::with_limits(base, 0, TIMEOUT),
         }
     }
 
-    /// POST `path`; returns the status and body.
-    pub async fn post(&self, path: &str) -> (StatusCode, String) {
-        self.send(reqwest::Method::POST, path).await
+    /// The one client of the gateway, for what takes a [`Client`].
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
-    pub async fn get(&self, path: &str) -> (StatusCode, String) {
-        self.send(reqwest::Method::GET, path).await
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str) -> (StatusCode, String) {
-        let response = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
-        let status = response.status();
-        (status, response.text().await.unwrap_or_default())
-    }
-
-    async fn post_json(&self, path: &str) -> serde_json::Value {
-        let (status, body) = self.post(path).await;
-        assert!(status.is_success(), "POST {path}: {status} {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("POST {path}: {e}: {body}"))
+    async fn post_reply(&self, path: &str) -> serde_json::Value {
+        self.json(reqwest::Method::POST, path).await
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
+        self.json(reqwest::Method::GET, path).await
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(&self, method: reqwest::Method, path: &str) -> T {
+        self.client
+            .must_succeed_json(method, path)
             .await
-            .unwrap_or_else(|error| panic!("GET {path}: {error}"));
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "GET {path}: {status} {body}");
-        assert!(
-            content_type.starts_with("application/json"),
-            "GET {path}: content type {content_type:?}"
-        );
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+            .unwrap_or_else(|error| panic!("{error:#}"))
     }
 
     pub async fn create_item(&self, price: i64) -> String {
-        let body = self.post_json(&format!("/stock/item/create/{price}")).await;
+        let body = self
+            .post_reply(&format!("/stock/item/create/{price}"))
+            .await;
         body["item_id"].as_str().expect("item_id").to_owned()
     }
 
     pub async fn create_user(&self) -> String {
-        let body = self.post_json("/payment/create_user").await;
+        let body = self.post_reply("/payment/create_user").await;
         body["user_id"].as_str().expect("user_id").to_owned()
     }
 
     pub async fn create_order(&self, user_id: &str) -> String {
-        let body = self.post_json(&format!("/orders/create/{user_id}")).await;
+        let body = self.post_reply(&format!("/orders/create/{user_id}")).await;
         body["order_id"].as_str().expect("order_id").to_owned()
     }
 
@@ -228,26 +209,9 @@ pub async fn connect(system: &System, service: Service) -> PgConnection {
         .unwrap_or_else(|error| panic!("connect to {} database: {error}", service.name()))
 }
 
+/// The number `sql` returns on `service`'s database (NULL as 0).
 pub async fn scalar_i64(system: &System, service: Service, sql: &str) -> i64 {
-    let mut conn = connect(system, service).await;
-    sqlx::query_scalar::<_, Option<i64>>(sql)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"))
-        .unwrap_or(0)
-}
-
-/// Where the assertions read the databases: a [`System`] of processes, or containers
-/// (`tests/compose.rs`).
-pub trait DatabaseReader {
-    /// The number `sql` returns on `service`'s database (NULL as 0).
-    fn scalar_i64(&self, service: Service, sql: &str) -> impl Future<Output = i64>;
-}
-
-impl DatabaseReader for System {
-    fn scalar_i64(&self, service: Service, sql: &str) -> impl Future<Output = i64> {
-        scalar_i64(self, service, sql)
-    }
+    system.scalar_i64(service, sql).await
 }
 
 /// Prepared transactions left on every database of the system.
@@ -269,103 +233,11 @@ pub async fn wait_nothing_prepared(system: &impl DatabaseReader, limit: Duration
     .await;
 }
 
-/// The money and goods balance of a system where every order costs what its items cost:
-/// stock sold = credit spent = sum of the paid orders' totals.
-pub struct Ledger {
-    pub stock_sold: i64,
-    pub credit_spent: i64,
-    pub paid_total: i64,
-    pub paid_orders: i64,
-}
-
-/// Reads the ledger given the starting totals of stock and credit.
-pub async fn ledger(
-    system: &impl DatabaseReader,
-    initial_stock: i64,
-    initial_credit: i64,
-) -> Ledger {
-    let stock = system
-        .scalar_i64(Service::Stock, "select sum(stock)::bigint from items")
-        .await;
-    let credit = system
-        .scalar_i64(Service::Payment, "select sum(credit)::bigint from users")
-        .await;
-    let paid_total = system
-        .scalar_i64(
-            Service::Order,
-            "select sum(total_cost)::bigint from orders where paid",
-        )
-        .await;
-    let paid_orders = system
-        .scalar_i64(Service::Order, "select count(*) from orders where paid")
-        .await;
-    Ledger {
-        stock_sold: initial_stock - stock,
-        credit_spent: initial_credit - credit,
-        paid_total,
-        paid_orders,
-    }
-}
-
-/// The consistency scenario of the public API: one item with stock 100 and price 1, 1000 users
-/// with credit 1, 1000 orders of that item by random users.
-pub struct Consistency {
-    pub item: String,
-    pub orders: Vec<String>,
-}
-
-pub const CONSISTENCY_STOCK: i64 = 100;
-pub const CONSISTENCY_USERS: i64 = 1000;
-pub const CONSISTENCY_ORDERS: usize = 1000;
-
-impl Consistency {
-    /// [`assert_checkouts_exact`] for a run of this scenario on a fresh system.
-    pub async fn assert_exact(
-        &self,
-        system: &impl DatabaseReader,
-        api: &Api,
-        results: &[(String, StatusCode)],
-    ) {
-        assert_checkouts_exact(system, api, results, CONSISTENCY_STOCK, CONSISTENCY_USERS).await;
-    }
-
-    /// Builds the scenario as the course's consistency test does: orders created one by one
-    /// for random users, each with one unit of the item.
-    pub async fn populate(api: &Api) -> Self {
-        api.ok(&format!("/stock/batch_init/1/{CONSISTENCY_STOCK}/1"))
-            .await;
-        api.ok(&format!("/payment/batch_init/{CONSISTENCY_USERS}/1"))
-            .await;
-        let item = "0".to_owned();
-        let mut creators = tokio::task::JoinSet::new();
-        let workers = 32;
-        for worker in 0..workers {
-            let api = api.clone();
-            let item = item.clone();
-            creators.spawn(async move {
-                let mut orders = Vec::new();
-                for _ in (worker..CONSISTENCY_ORDERS).step_by(workers) {
-                    // A random user per order: many users hold several orders.
-                    let user = uuid::Uuid::new_v4().as_u128() % CONSISTENCY_USERS as u128;
-                    let order = api.create_order(&user.to_string()).await;
-                    api.ok(&format!("/orders/addItem/{order}/{item}/1")).await;
-                    orders.push(order);
-                }
-                orders
-            });
-        }
-        let mut orders = Vec::new();
-        while let Some(created) = creators.join_next().await {
-            orders.extend(created.expect("order creator"));
-        }
-        Self { item, orders }
-    }
-
-    /// Checks out every order with `in_flight` concurrent requests; returns the statuses by
-    /// order id.
-    pub async fn run(&self, api: &Api, in_flight: usize) -> Vec<(String, StatusCode)> {
-        run_checkouts(api, &self.orders, in_flight).await
-    }
+/// The consistency scenario (see [`Consistency`]) populated by 32 concurrent clients.
+pub async fn consistency(api: &Api) -> Consistency {
+    Consistency::populate(api.client(), 32, |_| {})
+        .await
+        .unwrap_or_else(|error| panic!("populating the consistency scenario: {error:#}"))
 }
 
 /// A run of the consistency scenario on a system that ran others before (the HA and the
@@ -383,7 +255,7 @@ impl ConsistencyRun {
     /// Populates the scenario (stock and credit reset), reads what is paid already, and
     /// starts checking its orders out with `in_flight` concurrent requests.
     pub async fn start(system: &impl DatabaseReader, api: &Api, in_flight: usize) -> Self {
-        let scenario = Consistency::populate(api).await;
+        let scenario = consistency(api).await;
         let earlier = Paid::read(system).await;
         let started = Instant::now();
         let checkouts = tokio::spawn({
@@ -431,7 +303,7 @@ impl ConsistencyRun {
     ) {
         assert_checkouts_exact_since(
             system,
-            api,
+            api.client(),
             results,
             CONSISTENCY_STOCK,
             CONSISTENCY_USERS,
@@ -496,81 +368,6 @@ where
         results.extend(done.expect("checkout worker"));
     }
     results
-}
-
-/// Every 200 applied, every 4xx not, and the ledger balanced; no 5xx.
-pub async fn assert_checkouts_exact(
-    system: &impl DatabaseReader,
-    api: &Api,
-    results: &[(String, StatusCode)],
-    initial_stock: i64,
-    initial_credit: i64,
-) {
-    let nothing_paid = Paid::default();
-    assert_checkouts_exact_since(
-        system,
-        api,
-        results,
-        initial_stock,
-        initial_credit,
-        &nothing_paid,
-    )
-    .await;
-}
-
-/// The orders already paid when a scenario starts on a system that ran others before.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Paid {
-    pub orders: i64,
-    pub total: i64,
-}
-
-impl Paid {
-    pub async fn read(system: &impl DatabaseReader) -> Self {
-        let books = ledger(system, 0, 0).await;
-        Self {
-            orders: books.paid_orders,
-            total: books.paid_total,
-        }
-    }
-}
-
-/// [`assert_checkouts_exact`] for a scenario that started with `earlier` already paid; stock
-/// and credit were reset to `initial_stock` and `initial_credit` when it started.
-pub async fn assert_checkouts_exact_since(
-    system: &impl DatabaseReader,
-    api: &Api,
-    results: &[(String, StatusCode)],
-    initial_stock: i64,
-    initial_credit: i64,
-    earlier: &Paid,
-) {
-    let server_errors: Vec<_> = results
-        .iter()
-        .filter(|(_, s)| s.is_server_error())
-        .collect();
-    assert!(server_errors.is_empty(), "5xx replies: {server_errors:?}");
-    for (order, status) in results {
-        let paid = api.order(order).await.paid;
-        assert_eq!(
-            paid,
-            status.is_success(),
-            "order {order}: reply {status} but paid = {paid}"
-        );
-    }
-    let ledger = ledger(system, initial_stock, initial_credit).await;
-    let paid_total = ledger.paid_total - earlier.total;
-    let successes = results.iter().filter(|(_, s)| s.is_success()).count() as i64;
-    assert_eq!(
-        ledger.paid_orders - earlier.orders,
-        successes,
-        "paid orders vs 200 replies"
-    );
-    assert_eq!(ledger.stock_sold, paid_total, "stock sold vs paid totals");
-    assert_eq!(
-        ledger.credit_spent, paid_total,
-        "credit spent vs paid totals"
-    );
 }
 
 /// The coordinators' failpoint variable (`coordinator/src/failpoint.rs`).
@@ -841,7 +638,7 @@ impl Api {
         let mut attempts = Vec::new();
         for _ in 0..ATTEMPTS {
             let started = Instant::now();
-            let reply = match self.unpooled.post(&url).send().await {
+            let reply = match self.unpooled.http.post(&url).send().await {
                 // The body is read so that a reply cut off counts as the error it is.
                 Ok(response) => {
                     let status = response.status();

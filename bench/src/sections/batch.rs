@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use super::{BatchPaths, Bench};
+use crate::gateway::Requests;
 use crate::report::{Report, Row};
 use crate::sections::Section;
 

@@ -7,6 +7,7 @@ use reqwest::Method;
 
 use super::{exhausted_note, Bench, EachOnce};
 use crate::cpu::{CpuCost, Snapshot};
+use crate::gateway::Requests;
 use crate::load::{self, Load};
 use crate::report::{HaRatio, Report, Row};
 use crate::sections::Section;

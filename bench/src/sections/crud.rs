@@ -4,6 +4,7 @@
 use reqwest::Method;
 
 use super::{random_id, Bench};
+use crate::gateway::Requests;
 use crate::load::{self, Load};
 use crate::report::{Report, Row};
 use crate::sections::Section;

@@ -13,6 +13,7 @@ use launcher::Service;
 use reqwest::Method;
 
 use super::{Bench, EachOnce};
+use crate::gateway::Requests;
 use crate::load::{self, Load, Outcome};
 use crate::report::{FaultFigures, Report, Row};
 use crate::sections::Section;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use launcher::{Databases, Instances, ScratchDir, Service, System, SystemConfig};
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Requests};
 use crate::load::Stats;
 use crate::report::{Report, Row};
 pub use crate::section::Section;
@@ -138,7 +138,7 @@ impl Bench {
             system.gateway_url(),
             scratch.path().display()
         );
-        let gateway = Gateway::new(system.gateway_url())?;
+        let gateway = crate::gateway::new(system.gateway_url());
         Ok(Bench {
             system,
             _scratch: scratch,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use reqwest::Method;
 
 use super::{random_id, Bench, EachOnce};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Requests};
 use crate::load::{self, Load, Stats};
 use crate::report::{format_millis, OverloadFigures, Report, Row};
 use crate::sections::Section;
@@ -105,7 +105,7 @@ pub async fn run(bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
     bench.loaded.orders_unpaid = false;
     let rows = bench.scale.rows;
     let duration = bench.scale.duration * 2;
-    let overload = Gateway::with_limits(bench.system.gateway_url(), POOL, CLIENT_TIMEOUT)?;
+    let overload = Gateway::with_limits(bench.system.gateway_url(), POOL, CLIENT_TIMEOUT);
     let fresh = EachOnce::new(&(0..rows));
 
     let baseline = match bench.checkout.get(&BASELINE_CLIENTS) {
@@ -132,7 +132,7 @@ pub async fn run(bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
     };
 
     for clients in CLIENTS {
-        let finder = Gateway::new(bench.system.gateway_url())?;
+        let finder = crate::gateway::new(bench.system.gateway_url());
         let find_load = Load {
             label: format!("find beside x{clients}"),
             clients: FIND_CLIENTS,

@@ -6,7 +6,9 @@
 //! through Patroni's REST API inside the network), and `coordinator-1` stopped for 15 s
 //! (`docker stop`, then `docker start`, as graders do). Every time: the container is back,
 //! every 200 applied, every 4xx not, no 5xx, the books balanced, and nothing left prepared on
-//! any primary. `docker compose down -v` runs at the end whatever happened (a guard's Drop).
+//! any primary. A fault that fails its checks does not stop the ones after it: the test fails
+//! at the end, listing every failed one. `docker compose down -v` runs at the end whatever
+//! happened (a guard's Drop).
 //!
 //! Needs a Docker engine. Without one the test says so and passes, except under CI (`CI` set),
 //! where it fails: the CI machine has Docker.
@@ -22,7 +24,8 @@ use launcher::topology::{
 use reqwest::StatusCode;
 use serde::Deserialize;
 use system_tests::{
-    prepared_count, wait_until, Api, ConsistencyRun, DatabaseReader, Service, CONSISTENCY_STOCK,
+    prepared_count, wait_until, Api, Cases, ConsistencyRun, DatabaseReader, Service,
+    CONSISTENCY_STOCK,
 };
 
 /// Concurrent checkouts during a run.
@@ -486,6 +489,8 @@ async fn the_compose_system_survives_killed_containers() {
         up.elapsed()
     );
 
+    // Each fault a case of its own: a failed one is reported at the end with the others.
+    let mut cases = Cases::default();
     for fault in [
         Fault::None,
         Fault::Container("stock-1"),
@@ -494,10 +499,13 @@ async fn the_compose_system_survives_killed_containers() {
         Fault::StoppedFor("coordinator-1", Duration::from_secs(15)),
     ] {
         let run = Instant::now();
-        case(&project, &api, fault).await;
+        cases
+            .run(&format!("{fault:?}"), case(&project, &api, fault))
+            .await;
         eprintln!("compose: {fault:?} checked in {:?}", run.elapsed());
     }
     eprintln!("compose: everything in {:?}", started.elapsed());
+    cases.assert_all_passed();
 }
 
 /// The consistency scenario with `fault` injected mid-run, then the checks.

@@ -5,13 +5,16 @@
 //! not, nothing stays prepared, and the killed node follows the new primary as a standby.
 //!
 //! One system is shared by the cases (an HA system takes a while to start); each case
-//! resets the scenario's stock and credit and checks only its own checkouts.
+//! resets the scenario's stock and credit and checks only its own checkouts. A failed case
+//! does not stop the others: the test fails at the end, listing every failed case.
 
 use std::time::{Duration, Instant};
 
 use launcher::Failover;
 use reqwest::StatusCode;
-use system_tests::{prepared_count, start_ha, wait_until, Api, ConsistencyRun, Service, System};
+use system_tests::{
+    prepared_count, start_ha, wait_until, Api, Cases, ConsistencyRun, Service, System,
+};
 
 /// Concurrent checkouts during a case.
 const IN_FLIGHT: usize = 64;
@@ -38,6 +41,7 @@ async fn failovers_of_every_database_mid_checkout_lose_nothing() {
     let system = start_ha().await;
     eprintln!("HA system up in {:?}", started.elapsed());
     let api = Api::new(&system);
+    let mut cases = Cases::default();
     let mut windows = Vec::new();
     for fault in [
         Fault::Primary(Service::Stock),
@@ -47,7 +51,8 @@ async fn failovers_of_every_database_mid_checkout_lose_nothing() {
         Fault::Standby(Service::Stock),
         Fault::Instances,
     ] {
-        if let Some(failover) = case(&system, &api, fault).await {
+        let label = fault.label();
+        if let Some(Some(failover)) = cases.run(&label, case(&system, &api, fault)).await {
             windows.push(failover);
         }
     }
@@ -61,14 +66,26 @@ async fn failovers_of_every_database_mid_checkout_lose_nothing() {
         );
     }
     for failover in &windows {
-        assert!(
-            failover.write_unavailable < Duration::from_secs(10),
-            "writes unavailable for {:?} after {} died",
-            failover.write_unavailable,
-            failover.killed
-        );
+        if failover.write_unavailable >= Duration::from_secs(10) {
+            cases.fail(format!(
+                "writes unavailable for {:?} after {} died",
+                failover.write_unavailable, failover.killed
+            ));
+        }
     }
     eprintln!("all HA cases in {:?}", started.elapsed());
+    cases.assert_all_passed();
+}
+
+impl Fault {
+    /// The case's name in its messages.
+    fn label(&self) -> String {
+        match self {
+            Fault::Primary(service) => format!("{} primary", service.name()),
+            Fault::Standby(service) => format!("{} standby", service.name()),
+            Fault::Instances => "service instances".to_owned(),
+        }
+    }
 }
 
 enum FaultKind {
@@ -78,11 +95,7 @@ enum FaultKind {
 
 /// Runs the consistency scenario with `fault` injected mid-run and checks the outcome.
 async fn case(system: &System, api: &Api, fault: Fault) -> Option<Failover> {
-    let label = match &fault {
-        Fault::Primary(service) => format!("{} primary", service.name()),
-        Fault::Standby(service) => format!("{} standby", service.name()),
-        Fault::Instances => "service instances".to_owned(),
-    };
+    let label = fault.label();
     for service in Service::ALL {
         system
             .wait_replicated(service, Duration::from_secs(60))

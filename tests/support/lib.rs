@@ -37,6 +37,72 @@ pub async fn start_with(instances: Instances) -> System {
         .unwrap_or_else(|error| panic!("system did not start: {error}"))
 }
 
+/// The cases of a test that runs them one after another on one system (an HA or a compose
+/// system takes minutes to start, so each case does not get its own): a case that fails is
+/// recorded instead of ending the test, the next one runs, and the test fails once at the end
+/// listing every failed case, so that the first failure does not hide the others.
+#[derive(Debug, Default)]
+pub struct Cases {
+    failures: Vec<String>,
+}
+
+impl Cases {
+    /// Runs case `name` to its end; a panic inside it (a failed assertion, a wait past its
+    /// deadline) is recorded as its failure. Its tasks and guards are dropped with it, so a
+    /// run it left going stops (see [`ConsistencyRun`]).
+    pub async fn run<T>(&mut self, name: &str, case: impl Future<Output = T>) -> Option<T> {
+        match (CatchPanic(Box::pin(case))).await {
+            Ok(value) => Some(value),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic without a message");
+                eprintln!("case {name} FAILED: {message}");
+                self.failures.push(format!("{name}: {message}"));
+                None
+            }
+        }
+    }
+
+    /// Records a failure found after the cases ran (a check over all of them).
+    pub fn fail(&mut self, failure: String) {
+        eprintln!("FAILED: {failure}");
+        self.failures.push(failure);
+    }
+
+    /// Fails the test when any case failed, naming each.
+    pub fn assert_all_passed(self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} failed:\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+    }
+}
+
+/// A future that turns a panic while it is polled into an error, so that [`Cases::run`] can
+/// go on with the next case. The future is boxed, so pinning needs no `unsafe`.
+struct CatchPanic<F>(std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(value)) => std::task::Poll::Ready(Ok(value)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    }
+}
+
 /// Waits until `condition` holds, checking every 100 ms, for at most `limit`.
 pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
 where
@@ -676,4 +742,36 @@ pub async fn run_checkouts_retrying(
         async move { api.checkout_retrying(&order).await }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cases;
+
+    #[tokio::test]
+    async fn every_case_runs_and_every_failure_is_listed() {
+        let mut cases = Cases::default();
+        let mut ran = Vec::new();
+        for name in ["first", "second", "third"] {
+            let result = cases
+                .run(name, async {
+                    ran.push(name);
+                    tokio::task::yield_now().await;
+                    assert_ne!(name, "second", "the second case fails");
+                    name.len()
+                })
+                .await;
+            assert_eq!(result.is_some(), name != "second");
+        }
+        cases.fail("a check over all cases".to_owned());
+        assert_eq!(ran, ["first", "second", "third"]);
+        let listed = std::panic::catch_unwind(move || cases.assert_all_passed())
+            .expect_err("two failures fail the test");
+        let message = listed
+            .downcast_ref::<String>()
+            .expect("a formatted message");
+        assert!(message.starts_with("2 failed:"), "{message}");
+        assert!(message.contains("second: assertion"), "{message}");
+        assert!(message.contains("a check over all cases"), "{message}");
+    }
 }

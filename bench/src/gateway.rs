@@ -11,12 +11,19 @@ use crate::load::Outcome;
 
 /// A checkout under load can wait for its turn at the coordinator and the databases.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// More than the largest number of clients, so that no request waits for a connection.
 const POOL_PER_HOST: usize = 512;
 
 /// The bench's shared client of the gateway at `base`.
 pub fn new(base: String) -> Gateway {
-    Gateway::with_limits(base, POOL_PER_HOST, REQUEST_TIMEOUT)
+    with_limits(base, POOL_PER_HOST, REQUEST_TIMEOUT)
+}
+
+/// A client of its own, e.g. one that holds thousands of connections (`pool`) and waits
+/// `timeout` for each answer.
+pub fn with_limits(base: String, pool: usize, timeout: Duration) -> Gateway {
+    Gateway::with_connect_limit(base, pool, timeout, CONNECT_TIMEOUT)
 }
 
 /// What the sections ask of the gateway.

@@ -105,7 +105,7 @@ pub async fn run(bench: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
     bench.loaded.orders_unpaid = false;
     let rows = bench.scale.rows;
     let duration = bench.scale.duration * 2;
-    let overload = Gateway::with_limits(bench.system.gateway_url(), POOL, CLIENT_TIMEOUT);
+    let overload = crate::gateway::with_limits(bench.system.gateway_url(), POOL, CLIENT_TIMEOUT);
     let fresh = EachOnce::new(&(0..rows));
 
     let baseline = match bench.checkout.get(&BASELINE_CLIENTS) {

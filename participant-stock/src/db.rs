@@ -2,10 +2,11 @@
 //!
 //! `participant-payment/src/db.rs` has the same shape (create, batch init, find, add, guarded
 //! subtract) over a different table, columns and errors; it is kept per crate on purpose, as
-//! a generic version would only hide the SQL.
+//! a generic version would only hide the SQL. What an addition can come to is shared
+//! ([`service_kit::db::add`]).
 
 use serde::Serialize;
-use service_kit::db::{has_code, NUMERIC_OUT_OF_RANGE};
+use service_kit::db::Added;
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::error::{Error, Result};
@@ -50,25 +51,15 @@ pub async fn find_item(db: impl PgExecutor<'_>, id: &str) -> Result<Option<Item>
 }
 
 pub async fn add_stock(db: impl PgExecutor<'_>, id: &str, amount: i64) -> Result<()> {
-    let done = sqlx::query("update items set stock = stock + $2 where id = $1")
-        .bind(id)
-        .bind(amount)
-        .execute(db)
-        .await
-        .map_err(|error| {
-            if has_code(&error, NUMERIC_OUT_OF_RANGE) {
-                Error::Overflow {
-                    item_id: id.to_owned(),
-                    amount,
-                }
-            } else {
-                error.into()
-            }
-        })?;
-    if done.rows_affected() == 0 {
-        return Err(Error::UnknownItem(id.to_owned()));
+    let sql = "update items set stock = stock + $2 where id = $1";
+    match service_kit::db::add(db, sql, id, amount).await? {
+        Added::Done => Ok(()),
+        Added::UnknownId => Err(Error::UnknownItem(id.to_owned())),
+        Added::Overflow => Err(Error::Overflow {
+            item_id: id.to_owned(),
+            amount,
+        }),
     }
-    Ok(())
 }
 
 /// Subtracts in one guarded statement; only when that changes nothing does a second read tell

@@ -142,3 +142,30 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
 
 /// SQLSTATE for a value out of range (an `i64` overflow inside SQL arithmetic).
 pub const NUMERIC_OUT_OF_RANGE: &str = "22003";
+
+/// What an addition to a counter row did (see [`add`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    Done,
+    /// No row has that id; nothing changed.
+    UnknownId,
+    /// The sum does not fit in an `i64`; nothing changed.
+    Overflow,
+}
+
+/// Runs `sql`, an `update ... set counter = counter + $2 where id = $1` of the caller's own
+/// table, and says which of the three things happened: the participants' "add stock" and
+/// "add funds", which differ in table, column and errors but not in what can go wrong.
+pub async fn add(
+    db: impl sqlx::PgExecutor<'_>,
+    sql: &'static str,
+    id: &str,
+    amount: i64,
+) -> Result<Added, sqlx::Error> {
+    match sqlx::query(sql).bind(id).bind(amount).execute(db).await {
+        Ok(done) if done.rows_affected() == 0 => Ok(Added::UnknownId),
+        Ok(_) => Ok(Added::Done),
+        Err(error) if has_code(&error, NUMERIC_OUT_OF_RANGE) => Ok(Added::Overflow),
+        Err(error) => Err(error),
+    }
+}

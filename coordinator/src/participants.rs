@@ -1,6 +1,6 @@
 //! The participants this coordinator drives: a vote endpoint and a database each.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use service_kit::peers::Peers;
 use sqlx::PgPool;
@@ -30,10 +30,7 @@ impl Participants {
         let mut participants = Self::default();
         for spec in specs {
             let options: sqlx::postgres::PgConnectOptions = spec.database_url.parse()?;
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(std::time::Duration::from_secs(5))
-                .test_before_acquire(true)
+            let pool = service_kit::db::pool_options(max_connections, Duration::from_secs(5))
                 .connect_lazy_with(sqlx::ConnectOptions::disable_statement_logging(options));
             let participant = Arc::new(ParticipantDb {
                 name: spec.name.clone(),

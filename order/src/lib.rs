@@ -30,7 +30,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use service_kit::{peers::Peers, tasks::Tasks};
-use sqlx::{migrate::Migrator, postgres::PgPoolOptions, PgPool};
+use sqlx::{migrate::Migrator, PgPool};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -78,15 +78,13 @@ impl Server {
             Some(&MIGRATIONS),
         )
         .await?;
-        let claims = PgPoolOptions::new()
-            .max_connections(config.db_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(true)
-            .connect_lazy_with(
-                (*pool.connect_options())
-                    .clone()
-                    .options([("synchronous_commit", "off")]),
-            );
+        let claims =
+            service_kit::db::pool_options(config.db_max_connections, Duration::from_secs(5))
+                .connect_lazy_with(
+                    (*pool.connect_options())
+                        .clone()
+                        .options([("synchronous_commit", "off")]),
+                );
         let listener = TcpListener::bind(config.listen).await?;
         let tasks = Tasks::new();
         let state = State {

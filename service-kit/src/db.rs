@@ -14,23 +14,47 @@ use crate::tasks::Tasks;
 /// databases and the services at the same time, and restarts either after a crash).
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Opens a pool on `url`, waiting up to [`CONNECT_DEADLINE`] for the server to accept
-/// connections, and applies `migrations`.
+/// A pooled connection idle for less than this is handed out without a test.
 ///
-/// Pools test connections before handing them out, so a connection broken by a database
-/// restart or failover is replaced instead of failing the next request.
+/// sqlx tests every connection as it goes back to the pool (a round trip, unconditionally),
+/// and by default once more as it comes out. On the checkout's paths a connection is back in
+/// the pool for well under a millisecond between uses, so the second test only repeats the
+/// first: it cost a round trip on every statement of a checkout, a dozen per checkout. A
+/// connection that sat idle longer (the server may have restarted or failed over meanwhile)
+/// is still tested, and one broken all the same fails its statement like a connection that
+/// breaks mid-use, which every caller already handles (a vote fails and the checkout runs
+/// again, phase two retries, the order claim retries).
+pub const TEST_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// The options of every pool of the services: at most `max_connections`, a wait of at most
+/// `acquire_timeout` for one, none kept open when idle, and a connection tested before use
+/// only after [`TEST_AFTER_IDLE`].
+pub fn pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TEST_AFTER_IDLE {
+                    // An error closes the connection and the pool takes or opens another.
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
+/// Opens a pool ([`pool_options`]) on `url`, waiting up to [`CONNECT_DEADLINE`] for the server
+/// to accept connections, and applies `migrations`.
 pub async fn connect(
     url: &str,
     max_connections: u32,
     migrations: Option<&Migrator>,
 ) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.disable_statement_logging();
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(10))
-        .test_before_acquire(true)
-        .connect_lazy_with(options);
+    let pool = pool_options(max_connections, Duration::from_secs(10)).connect_lazy_with(options);
     let deadline = tokio::time::Instant::now() + CONNECT_DEADLINE;
     loop {
         match pool.acquire().await {

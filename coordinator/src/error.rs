@@ -23,7 +23,7 @@ impl IntoResponse for Error {
             Error::Request(error) => {
                 service_kit::http::client_error(StatusCode::BAD_REQUEST, error.to_string())
             }
-            Error::Database(error) => service_kit::http::internal_error(&error),
+            Error::Database(source) => service_kit::http::database_error(&source, &source),
             Error::Task(error) => service_kit::http::internal_error(&error),
         }
     }

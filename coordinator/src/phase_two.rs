@@ -185,7 +185,10 @@ async fn finish_branch(
         match tokio::time::timeout(STEP_TIMEOUT, step).await {
             Ok(Ok(Some(done))) => break done,
             Ok(Ok(None)) => tracing::debug!(%gid, "branch busy or not settled; retrying"),
-            Ok(Err(error)) => tracing::warn!(%gid, %error, "phase two failed; retrying"),
+            Ok(Err(error)) => {
+                service_kit::db::note_broken(&error);
+                tracing::warn!(%gid, %error, "phase two failed; retrying");
+            }
             Err(_) => tracing::warn!(%gid, "phase two step timed out; retrying"),
         }
         tokio::time::sleep(backoff).await;

@@ -65,7 +65,7 @@ impl IntoResponse for Error {
                 return response;
             }
             Error::StockUnavailable(_) | Error::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Database(error) => return service_kit::http::internal_error(error),
+            Error::Database(source) => return service_kit::http::database_error(&self, source),
             Error::Internal(error) => return service_kit::http::internal_error(error),
         };
         if status.is_server_error() {

@@ -69,14 +69,17 @@ pub async fn prepare(
     .await
     {
         Ok(vote) => vote,
-        Err(error) => match branch::transient_refusal(&error) {
-            Some(refusal) => Vote::No(refusal),
-            None => {
-                let error = Error::from(error);
-                tracing::error!(%gid, %error, "order branch failed");
-                return Err((StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()));
+        Err(error) => {
+            service_kit::db::note_broken(&error);
+            match branch::transient_refusal(&error) {
+                Some(refusal) => Vote::No(refusal),
+                None => {
+                    let error = Error::from(error);
+                    tracing::error!(%gid, %error, "order branch failed");
+                    return Err((StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()));
+                }
             }
-        },
+        }
     };
     let label = if vote == Vote::Yes { "yes" } else { "no" };
     metrics::counter!(telemetry::VOTES, "participant" => PARTICIPANT, "vote" => label).increment(1);

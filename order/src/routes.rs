@@ -84,7 +84,7 @@ async fn find(
     Path(order_id): Path<String>,
 ) -> Result<Json<OrderView>, Error> {
     let order_id = parse_id("order_id", &order_id)?;
-    let order = db::find_order(&state.pool, &order_id)
+    let order = service_kit::db::read(|| db::find_order(&state.pool, &order_id))
         .await?
         .ok_or(Error::UnknownOrder(order_id))?;
     Ok(Json(OrderView {

@@ -39,13 +39,11 @@ pub async fn batch_init(db: impl PgExecutor<'_>, n: i64, credit: i64) -> Result<
     Ok(())
 }
 
-pub async fn find_user(db: impl PgExecutor<'_>, id: &str) -> Result<Option<User>> {
-    Ok(
-        sqlx::query_as("select id as user_id, credit from users where id = $1")
-            .bind(id)
-            .fetch_optional(db)
-            .await?,
-    )
+pub async fn find_user(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<User>> {
+    sqlx::query_as("select id as user_id, credit from users where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 pub async fn add_funds(db: impl PgExecutor<'_>, id: &str, amount: i64) -> Result<()> {

@@ -43,7 +43,7 @@ async fn batch_init(
 
 async fn find_user(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Json<db::User>> {
     let id = parse_id("user_id", &id)?;
-    let user = db::find_user(&pool, &id)
+    let user = service_kit::db::read(|| db::find_user(&pool, &id))
         .await?
         .ok_or(Error::UnknownUser(id))?;
     Ok(Json(user))

@@ -28,8 +28,11 @@ pub enum PrepareError {
 impl IntoResponse for PrepareError {
     fn into_response(self) -> Response {
         // The coordinator counts a failed prepare as a no vote and aborts.
-        let internal = matches!(self, PrepareError::Database(_));
-        service_kit::http::error_reply(&self, internal)
+        let database = match &self {
+            PrepareError::Database(source) => Some(source),
+            _ => None,
+        };
+        service_kit::http::error_reply(&self, database)
     }
 }
 
@@ -43,10 +46,13 @@ pub(crate) async fn prepare<P: Participant>(
         Ok(vote) => vote,
         // The branch is rolled back by now (dropped); a lock wait that ran out is a transient
         // no, anything else an error.
-        Err(error) => match transient_refusal(&error) {
-            Some(refusal) => Vote::No(refusal),
-            None => return Err(error.into()),
-        },
+        Err(error) => {
+            service_kit::db::note_broken(&error);
+            match transient_refusal(&error) {
+                Some(refusal) => Vote::No(refusal),
+                None => return Err(error.into()),
+            }
+        }
     };
     let label = match &vote {
         Vote::Yes => "yes",

@@ -41,13 +41,11 @@ pub async fn batch_init(db: impl PgExecutor<'_>, n: i64, stock: i64, price: i64)
     Ok(())
 }
 
-pub async fn find_item(db: impl PgExecutor<'_>, id: &str) -> Result<Option<Item>> {
-    Ok(
-        sqlx::query_as("select stock, price from items where id = $1")
-            .bind(id)
-            .fetch_optional(db)
-            .await?,
-    )
+pub async fn find_item(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Item>> {
+    sqlx::query_as("select stock, price from items where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 pub async fn add_stock(db: impl PgExecutor<'_>, id: &str, amount: i64) -> Result<()> {

@@ -31,7 +31,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         // Only the database is a failure of ours; every other variant is about the request.
-        let internal = matches!(self, Error::Database(_));
-        error_reply(&self, internal)
+        let database = match &self {
+            Error::Database(source) => Some(source),
+            _ => None,
+        };
+        error_reply(&self, database)
     }
 }

@@ -45,7 +45,7 @@ async fn batch_init(
 
 async fn find(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Json<db::Item>> {
     let id = parse_id("item_id", &id)?;
-    let item = db::find_item(&pool, &id)
+    let item = service_kit::db::read(|| db::find_item(&pool, &id))
         .await?
         .ok_or(crate::error::Error::UnknownItem(id))?;
     Ok(Json(item))

@@ -80,14 +80,21 @@ pub fn client_error(status: StatusCode, message: impl Into<String>) -> Response 
     (status, message.into()).into_response()
 }
 
-/// The answer to a service's error: a failure of ours (`internal`) is a logged 500, anything
-/// else is about the request and answered 400 with the error's own message.
-pub fn error_reply(error: &dyn std::fmt::Display, internal: bool) -> Response {
-    if internal {
-        internal_error(error)
-    } else {
-        client_error(StatusCode::BAD_REQUEST, error.to_string())
+/// The answer to a service's error: one caused by the database (`database`, its source) is a
+/// failure of ours, a logged 500 ([`database_error`]); anything else is about the request and
+/// answered 400 with the error's own message.
+pub fn error_reply(error: &dyn std::fmt::Display, database: Option<&sqlx::Error>) -> Response {
+    match database {
+        Some(source) => database_error(error, source),
+        None => client_error(StatusCode::BAD_REQUEST, error.to_string()),
     }
+}
+
+/// A failure of ours caused by the database error `source`: noted, in case it says a
+/// connection broke ([`crate::db::note_broken`]), and answered as an [`internal_error`].
+pub fn database_error(error: &dyn std::fmt::Display, source: &sqlx::Error) -> Response {
+    crate::db::note_broken(source);
+    internal_error(error)
 }
 
 /// A failure of ours: logged with its cause, answered as a bare "internal error".

@@ -208,7 +208,9 @@ async fn run(state: &State, order_id: &str, reason: &mut &'static str) -> Result
 /// of one member of a batch is not this order's (`transient`: the checkout runs its own
 /// transaction). A commit is this order's only if the order is paid: a checkout that claimed
 /// its order for a batch and was cancelled before it handed its work over left the claim
-/// behind for a batch that committed without it.
+/// behind for a batch that committed without it. An unpaid order is known to be out of a
+/// commit only once every branch committed; until then, or while the order cannot be read,
+/// the outcome is unknown.
 async fn followed(state: &State, order_id: &str, txid: Uuid, outcome: Outcome) -> Outcome {
     match outcome {
         Outcome::Aborted {
@@ -222,28 +224,24 @@ async fn followed(state: &State, order_id: &str, txid: Uuid, outcome: Outcome) -
             }
         }
         Outcome::Committed | Outcome::Committing => {
-            match db::find_order(&state.pool, order_id).await {
+            let committed = matches!(outcome, Outcome::Committed);
+            match service_kit::db::read(|| db::find_order(&state.pool, order_id)).await {
                 Ok(Some(order)) if order.paid => outcome,
-                Ok(_) => {
-                    // Not paid (or its branch not committed yet): taking the claim over from
-                    // `txid` waits for that branch, and finds the order paid if it was in it.
-                    Outcome::Aborted {
-                        participant: "coordinator".to_owned(),
-                        refusal: Refusal::transient(
-                            "not_in_batch",
-                            "the order's claim outlived its checkout, try again",
-                        ),
-                    }
-                }
+                // Every branch committed, the order's too, and the order is not paid: it was
+                // not in that transaction. Taking the claim over from `txid` is safe.
+                Ok(_) if committed => Outcome::Aborted {
+                    participant: "coordinator".to_owned(),
+                    refusal: Refusal::transient(
+                        "not_in_batch",
+                        "the order's claim outlived its checkout, try again",
+                    ),
+                },
+                // The order's branch may still be committing: whether it was in the
+                // transaction is not known yet, and answering a refusal could be false.
+                Ok(_) => Outcome::Unknown,
                 Err(error) => {
                     tracing::warn!(%txid, %error, "cannot read the order after its transaction committed");
-                    Outcome::Aborted {
-                        participant: "coordinator".to_owned(),
-                        refusal: Refusal::transient(
-                            "unavailable",
-                            "the order database is unavailable, try again",
-                        ),
-                    }
+                    Outcome::Unknown
                 }
             }
         }
@@ -288,6 +286,7 @@ async fn claim(
         match claimed {
             Ok(claim) => return Ok(claim),
             Err(error) if service_kit::db::is_unavailable(&error) => {
+                service_kit::db::note_broken(&error);
                 if Instant::now() >= deadline {
                     tracing::warn!(%error, "order database unavailable; checkout not started");
                     return Err(Error::Aborted(

@@ -49,24 +49,14 @@ impl StockWork {
     }
 }
 
-/// Takes the work's quantities, or says why not.
-///
-/// A first look without locks refuses at once what cannot succeed: a committed stock below
-/// the quantity only grows again through `add` (a prepared branch of another checkout that
-/// rolls back never had its decrement committed). Without it, every checkout of a sold-out
-/// hot item would queue behind the row lock only to be refused.
+/// Takes the work's quantities, or says why not, in one statement when it can
+/// ([`db::take_items`], whose first look without locks refuses at once what cannot succeed).
+/// Only a refusal reads the stock once more, to say what is left.
 pub async fn reserve(
     conn: &mut PgConnection,
     work: &StockWork,
 ) -> sqlx::Result<std::result::Result<(), Refusal>> {
     let ids: Vec<String> = work.items.iter().map(|l| l.item_id.clone()).collect();
-    let committed: HashMap<String, i64> = db::read_items(&mut *conn, &ids)
-        .await?
-        .into_iter()
-        .collect();
-    if let Some(refusal) = shortfall(work, &committed) {
-        return Ok(Err(refusal));
-    }
     let quantities: Vec<i64> = work.items.iter().map(|l| l.quantity).collect();
     let taken: HashSet<String> = db::take_items(&mut *conn, &ids, &quantities)
         .await?
@@ -75,10 +65,9 @@ pub async fn reserve(
     if taken.len() == ids.len() {
         return Ok(Ok(()));
     }
-    // Another checkout took what the first look saw. The rows not taken from are locked by
-    // now, so this read is what the update saw; the branch is rolled back by the caller.
-    let short: Vec<String> = ids.into_iter().filter(|id| !taken.contains(id)).collect();
-    let left: HashMap<String, i64> = db::read_items(conn, &short).await?.into_iter().collect();
+    // The first look refused (nothing taken), or another checkout took what it saw. The rows
+    // not taken from are then locked by now, so this read is what the update saw; the branch
+    // is rolled back by the caller either way.
     let unmet = StockWork {
         items: work
             .items
@@ -87,6 +76,8 @@ pub async fn reserve(
             .cloned()
             .collect(),
     };
+    let short: Vec<String> = unmet.items.iter().map(|l| l.item_id.clone()).collect();
+    let left: HashMap<String, i64> = db::read_items(conn, &short).await?.into_iter().collect();
     Ok(Err(shortfall(&unmet, &left).unwrap_or_else(|| {
         Refusal::business("out_of_stock", "an item sold out meanwhile")
     })))

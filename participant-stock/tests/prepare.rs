@@ -97,6 +97,34 @@ async fn stock_taken_while_a_branch_waited_for_its_lock_is_refused_with_what_is_
     assert_eq!(app.balance("1").await, 0);
 }
 
+/// A committed stock short of the quantity is refused at once, even with the item held by a
+/// prepared branch: the first look takes no lock, so it waits for none.
+#[tokio::test]
+async fn a_short_item_held_by_a_prepared_branch_is_refused_at_once() {
+    let app = spawn_app().await;
+    app.init(2, 1).await;
+    let holder = app.new_gid();
+    let (_, vote) = app.prepare(&holder, items(&[("1", 1)])).await;
+    assert_eq!(vote, json!({ "vote": "yes" }));
+
+    let (status, vote) = app
+        .prepare(&app.new_gid(), items(&[("0", 1), ("1", 2)]))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(vote["vote"], "no");
+    assert_eq!(vote["code"], "out_of_stock");
+    assert_eq!(vote["business"], true);
+    assert_eq!(vote["message"], "item 1 has 1 left, 2 wanted");
+    assert_eq!(app.prepared_gids().await, vec![holder.to_string()]);
+    assert_eq!(app.balance("0").await, 1, "nothing taken from item 0");
+
+    assert_eq!(
+        commit_prepared(&app.pool, &holder).await.unwrap(),
+        CommitResult::Committed
+    );
+    assert_eq!(app.balance("1").await, 0);
+}
+
 /// Waits until some session of the test database waits for a row lock.
 async fn wait_until_waiting_for_a_lock(app: &TestServer) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

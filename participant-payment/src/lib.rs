@@ -2,9 +2,10 @@
 //! two-phase commit.
 //!
 //! Public routes change one user's credit, each in one statement, so concurrent calls lose no
-//! update. A checkout's payment branch (see [`prepare`]) charges the user with the same guarded
-//! statement as `pay` (one row, so there is no lock order to keep within this database), votes
-//! no when the user is unknown or short of credit, and otherwise is prepared, which keeps the
+//! update. A checkout's payment branch (see [`prepare`]) charges the user with one guarded
+//! statement, the database's `payment_charge` (one row, so there is no lock order to keep
+//! within this database), sent with the branch's opening and prepare in one round trip; it
+//! votes no when the user is unknown or short of credit, and otherwise is prepared, which keeps the
 //! user's row locked until the coordinator commits or rolls the branch back straight on this
 //! database. The service shell around it (config, health, metrics, the prepare endpoint, marker
 //! collection) is `participant_server`'s.
@@ -50,6 +51,10 @@ impl participant_server::Participant for Payment {
         work: &Self::Work,
     ) -> sqlx::Result<Result<(), Refusal>> {
         prepare::charge(conn, work).await
+    }
+
+    fn one_trip(work: &Self::Work) -> Option<String> {
+        prepare::charge_sql(work)
     }
 
     async fn apply_batch(

@@ -35,23 +35,27 @@ impl PaymentWork {
     }
 }
 
-/// Charges the work's amount, or says why not.
+/// Charges the work's amount, or says why not: the database's `payment_charge` (migration
+/// `0003_charge_in_one_statement.sql`), which locks the user's row as it checks the credit.
 pub async fn charge(
     conn: &mut PgConnection,
     work: &PaymentWork,
 ) -> sqlx::Result<std::result::Result<(), Refusal>> {
-    match db::pay(conn, &work.user_id, work.amount).await {
-        Ok(()) => Ok(Ok(())),
-        Err(error @ Error::UnknownUser(_)) => {
-            Ok(Err(Refusal::business("unknown_user", error.to_string())))
-        }
-        Err(error @ Error::InsufficientCredit { .. }) => Ok(Err(Refusal::business(
-            "insufficient_credit",
-            error.to_string(),
-        ))),
-        Err(Error::Database(error)) => Err(error),
-        Err(other) => Err(sqlx::Error::Protocol(format!("unexpected: {other}"))),
-    }
+    let charged = sqlx::query("select payment_charge($1, $2)")
+        .bind(&work.user_id)
+        .bind(work.amount)
+        .execute(conn)
+        .await;
+    twopc::branch::done_or_refused(charged)
+}
+
+/// [`charge`] as SQL text, for a branch sent in one round trip.
+pub fn charge_sql(work: &PaymentWork) -> Option<String> {
+    Some(format!(
+        "select payment_charge({}, {})",
+        twopc::sql::literal(&work.user_id)?,
+        work.amount
+    ))
 }
 
 /// Charges a batch's members as [`charge`] would one after another, all or none, or names the

@@ -54,6 +54,12 @@ pub trait Participant: Send + Sync + 'static {
         work: &Self::Work,
     ) -> impl Future<Output = sqlx::Result<Result<(), Refusal>>> + Send;
 
+    /// The work as SQL text for a branch sent in one round trip
+    /// ([`twopc::branch::Branch::run_in_one_trip`]): the same work as [`Participant::apply`],
+    /// refusing by raising [`twopc::branch::REFUSE`], its values formatted with [`twopc::sql`].
+    /// `None` when a value cannot be written as SQL text; the branch then runs through `apply`.
+    fn one_trip(work: &Self::Work) -> Option<String>;
+
     /// Does the works of a batch's members (several checkouts sharing one branch) as if
     /// [`Participant::apply`] did each in turn, all or none: the first member that cannot be
     /// done is refused, with its position. The rows of every member are locked together, in

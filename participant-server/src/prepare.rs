@@ -97,6 +97,24 @@ async fn vote<P: Participant>(
     repeat: bool,
     works: &Batch<P::Work>,
 ) -> sqlx::Result<Vote> {
+    // A lone member's first send travels in one round trip; a repeat must first look whether
+    // the branch is prepared already, and a batch's members are locked together by
+    // `apply_batch`.
+    let lone = match works {
+        Batch::One(work) => Some((work, false)),
+        Batch::Members(members) if members.len() == 1 => Some((&members[0], true)),
+        Batch::Members(_) => None,
+    };
+    if let Some((work, member)) = lone.filter(|_| !repeat) {
+        if let Some(sql) = P::one_trip(work) {
+            return Ok(
+                match Branch::run_in_one_trip(pool, gid, deadline, &sql).await? {
+                    Vote::No(refusal) if member => Vote::No(refusal.of_member(0)),
+                    vote => vote,
+                },
+            );
+        }
+    }
     let Some(mut branch) = Branch::begin(pool, gid, deadline, repeat).await? else {
         // Already prepared: a retry whose first answer was lost.
         return Ok(Vote::Yes);

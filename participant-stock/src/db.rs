@@ -120,36 +120,3 @@ pub async fn subtract_locked(
     .await?;
     Ok(())
 }
-
-/// Takes `quantities[i]` of item `ids[i]` for every `i` that has that much, in one statement,
-/// and returns the ids taken from; none when a first look finds an item unknown or short.
-///
-/// The first look reads the committed stock without locks, once, before anything is locked
-/// (an uncorrelated subquery: PostgreSQL evaluates it as a one-time filter), so a checkout
-/// that cannot succeed is refused at once instead of queueing behind a row lock only to be
-/// refused. It cannot refuse wrongly: a committed stock below the quantity only grows again
-/// through `add` (a prepared branch that rolls back never had its decrement committed).
-/// Otherwise every row is locked, in id order (the lock order every checkout follows, so two
-/// checkouts never wait for each other in a cycle); the update then reads each row as it is
-/// once locked, so the stock it checks is the latest committed.
-pub async fn take_items(
-    conn: &mut PgConnection,
-    ids: &[String],
-    quantities: &[i64],
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "with w as (select * from unnest($1::text[], $2::bigint[]) as w(id, quantity)) \
-         update items set stock = items.stock - wanted.quantity \
-         from (select items.id, w.quantity \
-               from items join w on items.id = w.id \
-               where not exists (select 1 from w left join items on items.id = w.id \
-                                 where items.id is null or items.stock < w.quantity) \
-               order by items.id for update of items) as wanted \
-         where items.id = wanted.id and items.stock >= wanted.quantity \
-         returning items.id",
-    )
-    .bind(ids)
-    .bind(quantities)
-    .fetch_all(conn)
-    .await
-}

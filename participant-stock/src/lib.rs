@@ -2,8 +2,9 @@
 //! two-phase commit.
 //!
 //! Public routes change stock one item at a time, each in one statement, so concurrent calls
-//! lose no update. A checkout's stock branch (see [`prepare`]) locks the checkout's items in
-//! sorted id order (this database's part of the system's global lock order, which keeps two
+//! lose no update. A checkout's stock branch (see [`prepare`]: one statement, the database's
+//! `stock_take`, sent with the branch's opening and prepare in one round trip) locks the
+//! checkout's items in sorted id order (this database's part of the system's global lock order, which keeps two
 //! checkouts from waiting on each other across databases), votes no when an item is unknown or
 //! short, and otherwise subtracts every quantity and is prepared, which keeps those rows locked
 //! until the coordinator commits or rolls the branch back straight on this database. The
@@ -51,6 +52,10 @@ impl participant_server::Participant for Stock {
         work: &Self::Work,
     ) -> sqlx::Result<Result<(), Refusal>> {
         prepare::reserve(conn, work).await
+    }
+
+    fn one_trip(work: &Self::Work) -> Option<String> {
+        prepare::take_sql(work)
     }
 
     async fn apply_batch(

@@ -47,40 +47,40 @@ impl StockWork {
         }
         Ok(work)
     }
+
+    /// The work's ids and quantities, line by line.
+    fn columns(&self) -> (Vec<&str>, Vec<i64>) {
+        self.items
+            .iter()
+            .map(|line| (line.item_id.as_str(), line.quantity))
+            .unzip()
+    }
 }
 
-/// Takes the work's quantities, or says why not, in one statement when it can
-/// ([`db::take_items`], whose first look without locks refuses at once what cannot succeed).
-/// Only a refusal reads the stock once more, to say what is left.
+/// Takes the work's quantities, or says why not: the database's `stock_take` (migration
+/// `0003_take_in_one_statement.sql`), whose first look without locks refuses at once what
+/// cannot succeed before it locks the rows in id order.
 pub async fn reserve(
     conn: &mut PgConnection,
     work: &StockWork,
 ) -> sqlx::Result<std::result::Result<(), Refusal>> {
-    let ids: Vec<String> = work.items.iter().map(|l| l.item_id.clone()).collect();
-    let quantities: Vec<i64> = work.items.iter().map(|l| l.quantity).collect();
-    let taken: HashSet<String> = db::take_items(&mut *conn, &ids, &quantities)
-        .await?
-        .into_iter()
-        .collect();
-    if taken.len() == ids.len() {
-        return Ok(Ok(()));
-    }
-    // The first look refused (nothing taken), or another checkout took what it saw. The rows
-    // not taken from are then locked by now, so this read is what the update saw; the branch
-    // is rolled back by the caller either way.
-    let unmet = StockWork {
-        items: work
-            .items
-            .iter()
-            .filter(|line| !taken.contains(&line.item_id))
-            .cloned()
-            .collect(),
-    };
-    let short: Vec<String> = unmet.items.iter().map(|l| l.item_id.clone()).collect();
-    let left: HashMap<String, i64> = db::read_items(conn, &short).await?.into_iter().collect();
-    Ok(Err(shortfall(&unmet, &left).unwrap_or_else(|| {
-        Refusal::business("out_of_stock", "an item sold out meanwhile")
-    })))
+    let (ids, quantities) = work.columns();
+    let taken = sqlx::query("select stock_take($1, $2)")
+        .bind(ids)
+        .bind(quantities)
+        .execute(conn)
+        .await;
+    twopc::branch::done_or_refused(taken)
+}
+
+/// [`reserve`] as SQL text, for a branch sent in one round trip.
+pub fn take_sql(work: &StockWork) -> Option<String> {
+    let (ids, quantities) = work.columns();
+    Some(format!(
+        "select stock_take({}, {})",
+        twopc::sql::text_array(&ids)?,
+        twopc::sql::bigint_array(&quantities)
+    ))
 }
 
 /// Takes the quantities of a batch's members as [`reserve`] would one after another, all or

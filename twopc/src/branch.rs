@@ -15,6 +15,12 @@
 //! runs `PREPARE TRANSACTION`: the marker commits if and only if the branch commits, which is
 //! what lets phase two tell a branch that committed earlier from one that was lost.
 //!
+//! A work that fits in one statement of SQL text goes faster: [`Branch::run_in_one_trip`]
+//! sends the opening, the work, the marker and `PREPARE TRANSACTION` as one simple query, one
+//! round trip where the steps above take three. The work refuses by raising [`REFUSE`] or
+//! [`REFUSE_TRANSIENT`] (a participant-side SQL function does the check), which skips the
+//! rest of the query.
+//!
 //! The whole branch is bounded by the coordinator's deadline: the wait for a pooled
 //! connection, every lock wait and statement (`lock_timeout`, `statement_timeout`), a session
 //! left idle in the transaction by a stopped process (`idle_in_transaction_session_timeout`,
@@ -91,30 +97,8 @@ impl Branch {
         deadline: Deadline,
         repeat: bool,
     ) -> Result<Option<Self>, sqlx::Error> {
-        let left = deadline.remaining().ok_or(sqlx::Error::PoolTimedOut)?;
-        let conn = tokio::time::timeout(left, pool.acquire())
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)??;
-        let mut branch = Self {
-            gid: gid.clone(),
-            deadline,
-            conn: Some(conn),
-        };
-        let left = deadline.remaining().ok_or(sqlx::Error::PoolTimedOut)?;
-        let millis = left.as_millis().max(1);
-        // A session left idle in the transaction (its process stopped) is ended by the server
-        // a moment after the deadline, freeing its row locks; a live process past the deadline
-        // is refused by the marker's check with a clean no vote first.
-        let idle = (left + crate::deadline::SETTLE).as_millis();
-        // One round trip for all of it: the block, its bounds, and on a repeat whether the
-        // branch is prepared already. Every value in the text is a number or the gid, built
-        // from characters this crate generates (`Gid::new`).
-        let mut sql = format!(
-            "begin; \
-             set local lock_timeout = '{millis}ms'; \
-             set local statement_timeout = '{millis}ms'; \
-             set local idle_in_transaction_session_timeout = '{idle}ms'"
-        );
+        let mut branch = Self::acquire(pool, gid, deadline).await?;
+        let mut sql = opening(deadline)?;
         if !repeat {
             branch.tx().execute(sql.as_str()).await?;
             return Ok(Some(branch));
@@ -136,6 +120,70 @@ impl Branch {
         Ok(Some(branch))
     }
 
+    /// Takes a pooled connection for the branch, waiting no longer than `deadline`.
+    async fn acquire(pool: &PgPool, gid: &Gid, deadline: Deadline) -> Result<Self, sqlx::Error> {
+        let left = deadline.remaining().ok_or(sqlx::Error::PoolTimedOut)?;
+        let conn = tokio::time::timeout(left, pool.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        Ok(Self {
+            gid: gid.clone(),
+            deadline,
+            conn: Some(conn),
+        })
+    }
+
+    /// The whole branch in one round trip: the block and its bounds as [`Branch::begin`] opens
+    /// them, the business `work`, the marker and `PREPARE TRANSACTION` as
+    /// [`Branch::prepare`] writes them, sent as one simple query. `work` is SQL text, its
+    /// values formatted with [`crate::sql`]; it refuses by raising [`REFUSE`] or
+    /// [`REFUSE_TRANSIENT`] (the refusal's message as the error's message, its code as the
+    /// detail), which skips the rest of the query, and the branch is then rolled back: a no.
+    ///
+    /// Not for a repeated prepare ([`Branch::begin`] with `repeat`): that must look whether
+    /// the branch is prepared already before doing the work again.
+    pub async fn run_in_one_trip(
+        pool: &PgPool,
+        gid: &Gid,
+        deadline: Deadline,
+        work: &str,
+    ) -> Result<Vote, sqlx::Error> {
+        let mut branch = Self::acquire(pool, gid, deadline).await?;
+        let sql = format!("{}; {work}; {}", opening(deadline)?, branch.prepare_sql());
+        match branch.tx().execute(sql.as_str()).await {
+            Err(error) => match raised_refusal(&error) {
+                Some(refusal) => branch.refuse(refusal).await,
+                None => branch.prepared_or(error).await,
+            },
+            Ok(_) => {
+                branch.conn = None;
+                tracing::debug!(gid = %branch.gid, "prepared in one trip");
+                Ok(Vote::Yes)
+            }
+        }
+    }
+
+    /// The marker, then `PREPARE TRANSACTION`.
+    fn prepare_sql(&self) -> String {
+        let gid = self.gid.sql_literal();
+        let by = self.deadline.sql_timestamp();
+        format!(
+            "insert into {MARKER_TABLE} (gid, prepare_by) values ({gid}, {by}); \
+             prepare transaction {gid}"
+        )
+    }
+
+    /// After a failed prepare: a yes when a concurrent retry of the same branch prepared
+    /// first, else the branch is rolled back and `error` returned.
+    async fn prepared_or(mut self, error: sqlx::Error) -> Result<Vote, sqlx::Error> {
+        if has_code(&error, DUPLICATE_OBJECT) {
+            // Its vote stands.
+            self.close("rollback").await?;
+            return Ok(Vote::Yes);
+        }
+        Err(self.fail(error).await)
+    }
+
     /// The branch's transaction, for the participant's business statements.
     pub fn tx(&mut self) -> &mut PgConnection {
         self.conn
@@ -154,21 +202,11 @@ impl Branch {
     /// unless the deadline has passed by the time the marker lands (then the error is a
     /// timeout, see [`transient_refusal`]).
     pub async fn prepare(mut self) -> Result<Vote, sqlx::Error> {
-        let gid = self.gid.sql_literal();
-        let by = self.deadline.sql_timestamp();
-        let sql = format!(
-            "insert into {MARKER_TABLE} (gid, prepare_by) values ({gid}, {by}); \
-             prepare transaction {gid}"
-        );
+        let sql = self.prepare_sql();
         match self.tx().execute(sql.as_str()).await {
             // PREPARE TRANSACTION has ended the block: the connection is free again.
             Ok(_) => self.conn = None,
-            Err(error) if has_code(&error, DUPLICATE_OBJECT) => {
-                // A concurrent retry of the same branch prepared first; its vote stands.
-                self.close("rollback").await?;
-                return Ok(Vote::Yes);
-            }
-            Err(error) => return Err(self.fail(error).await),
+            Err(error) => return self.prepared_or(error).await,
         }
         tracing::debug!(gid = %self.gid, "prepared");
         Ok(Vote::Yes)
@@ -190,6 +228,63 @@ impl Branch {
         }
         error
     }
+}
+
+/// SQLSTATE a branch's work raises to refuse for a business reason (see
+/// [`Branch::run_in_one_trip`]): the message is the refusal's, the detail its code. A class of
+/// its own, which PostgreSQL does not use.
+pub const REFUSE: &str = "WR000";
+/// SQLSTATE a branch's work raises to refuse for a transient reason (the checkout may run
+/// again), as [`REFUSE`] otherwise.
+pub const REFUSE_TRANSIENT: &str = "WR001";
+
+/// The refusal a branch's work raised with [`REFUSE`] or [`REFUSE_TRANSIENT`], if it did.
+pub fn raised_refusal(error: &sqlx::Error) -> Option<Refusal> {
+    let business = has_code(error, REFUSE);
+    if !business && !has_code(error, REFUSE_TRANSIENT) {
+        return None;
+    }
+    let db = error.as_database_error()?;
+    let code = db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .and_then(|pg| pg.detail())
+        .unwrap_or("refused")
+        .to_owned();
+    Some(if business {
+        Refusal::business(&code, db.message())
+    } else {
+        Refusal::transient(&code, db.message())
+    })
+}
+
+/// What a statement of a branch's work did, run on its own (not in one trip): done, refused
+/// (it raised [`REFUSE`]), or failed.
+pub fn done_or_refused<T>(
+    done: Result<T, sqlx::Error>,
+) -> Result<Result<(), Refusal>, sqlx::Error> {
+    match done {
+        Ok(_) => Ok(Ok(())),
+        Err(error) => match raised_refusal(&error) {
+            Some(refusal) => Ok(Err(refusal)),
+            None => Err(error),
+        },
+    }
+}
+
+/// Opens the branch's transaction block with every wait in it bounded by `deadline`: a
+/// session left idle in the transaction (its process stopped) is ended by the server a moment
+/// after the deadline, freeing its row locks; a live process past the deadline is refused by
+/// the marker's check with a clean no vote first. Every value in the text is a number.
+fn opening(deadline: Deadline) -> Result<String, sqlx::Error> {
+    let left = deadline.remaining().ok_or(sqlx::Error::PoolTimedOut)?;
+    let millis = left.as_millis().max(1);
+    let idle = (left + crate::deadline::SETTLE).as_millis();
+    Ok(format!(
+        "begin; \
+         set local lock_timeout = '{millis}ms'; \
+         set local statement_timeout = '{millis}ms'; \
+         set local idle_in_transaction_session_timeout = '{idle}ms'"
+    ))
 }
 
 /// A wait that ran out of time becomes a transient no vote, so the coordinator aborts

@@ -14,6 +14,7 @@
 //!   and `ROLLBACK PREPARED` that tell "already committed" from "lost" by the marker, and the
 //!   listing of prepared branches. They need no business knowledge, so the coordinator and the
 //!   recovery CLI run them without the participant service being up.
+//! * [`sql`]: values formatted into SQL text, escaped, for a branch sent as one query.
 //! * [`sqlstate`]: reading PostgreSQL's SQLSTATE from an error, for the modules above and every
 //!   service that gives a code a meaning.
 
@@ -21,6 +22,7 @@ pub mod branch;
 pub mod deadline;
 pub mod finish;
 pub mod gid;
+pub mod sql;
 pub mod sqlstate;
 pub mod wire;
 

@@ -16,6 +16,7 @@ pub const BOOKS: Books = Books {
     batch_init: |n, credit| format!("/payment/batch_init/{n}/{credit}"),
     add: |id, amount| format!("/payment/add_funds/{id}/{amount}"),
     take: |id, amount| json!({ "user_id": id, "amount": amount }),
+    insert: "insert into users (id, credit) values ($1, $2)",
 };
 
 pub async fn spawn_app() -> TestServer {

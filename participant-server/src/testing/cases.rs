@@ -248,6 +248,55 @@ impl<P: Participant> TestServer<P> {
         vote
     }
 
+    /// Ids with quotes, backslashes, dollar quotes, comment and format marks travel as SQL
+    /// text in a branch sent in one round trip (`twopc::sql`): each is taken from exactly,
+    /// and refused naming itself exactly, and no other row changes.
+    pub async fn assert_ids_needing_escapes_are_kept_exact(&self) {
+        const AWKWARD: &[&str] = &[
+            "it's",
+            r"a\b",
+            r"\'",
+            "'); drop table twopc_markers; --",
+            "$$; rollback; $$",
+            r"E'\x41'",
+            "ünï 😀",
+            "%s %I %L",
+            "\"quoted\"",
+            "--",
+        ];
+        for id in AWKWARD {
+            sqlx::query(self.books.insert)
+                .bind(id)
+                .bind(5_i64)
+                .execute(&self.pool)
+                .await
+                .unwrap_or_else(|error| panic!("insert {id:?}: {error}"));
+        }
+        for id in AWKWARD {
+            let gid = new_gid::<P>();
+            let (status, vote) = self.prepare(&gid, (self.books.take)(id, 2)).await;
+            assert_eq!((status, vote), (StatusCode::OK, yes()), "take from {id:?}");
+            assert_eq!(
+                commit_prepared(&self.pool, &gid).await.unwrap(),
+                CommitResult::Committed
+            );
+            let (status, vote) = self
+                .prepare(&new_gid::<P>(), (self.books.take)(id, 4))
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(vote["vote"], "no", "{id:?}: {vote}");
+            assert_eq!(vote["business"], true, "{id:?}: {vote}");
+            let message = vote["message"].as_str().unwrap_or_default();
+            assert!(message.contains(id), "{id:?} not named in {message:?}");
+        }
+        let balances = self.balances().await;
+        assert_eq!(balances.len(), AWKWARD.len());
+        for (id, balance) in balances {
+            assert_eq!(balance, 3, "{id:?}");
+        }
+        assert!(self.prepared_gids().await.is_empty());
+    }
+
     pub async fn assert_a_repeated_prepare_votes_yes_without_applying_twice(&self) {
         self.init(1, 10).await;
         let gid = new_gid::<P>();
@@ -348,6 +397,14 @@ macro_rules! shared_branch_tests {
             $spawn()
                 .await
                 .assert_a_held_row_makes_prepare_vote_a_transient_no()
+                .await;
+        }
+
+        #[tokio::test]
+        async fn ids_needing_escapes_are_kept_exact() {
+            $spawn()
+                .await
+                .assert_ids_needing_escapes_are_kept_exact()
                 .await;
         }
 

@@ -29,6 +29,8 @@ pub struct Books {
     pub add: fn(id: &str, amount: i64) -> String,
     /// A member's work taking `amount` from row `id`.
     pub take: fn(id: &str, amount: i64) -> Value,
+    /// SQL inserting a row of id `$1` holding `$2`, whatever its id.
+    pub insert: &'static str,
 }
 
 /// A running participant service `P` and a client for it; dropping it stops the service.

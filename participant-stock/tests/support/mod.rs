@@ -16,6 +16,7 @@ pub const BOOKS: Books = Books {
     batch_init: |n, stock| format!("/stock/batch_init/{n}/{stock}/1"),
     add: |id, amount| format!("/stock/add/{id}/{amount}"),
     take: |id, quantity| json!({ "items": [{ "item_id": id, "quantity": quantity }] }),
+    insert: "insert into items (id, stock, price) values ($1, $2, 1)",
 };
 
 pub async fn spawn_app() -> TestServer {

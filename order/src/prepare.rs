@@ -98,6 +98,18 @@ async fn vote(
     deadline: Deadline,
     repeat: bool,
 ) -> Result<Vote, sqlx::Error> {
+    // A lone order's first send travels in one round trip; a repeat must first look whether
+    // the branch is prepared already.
+    if let ([work], false) = (works, repeat) {
+        if let Some(sql) = pay_sql(work, gid.txid()) {
+            return Ok(
+                match Branch::run_in_one_trip(&state.pool, gid, deadline, &sql).await? {
+                    Vote::No(refusal) if batch => Vote::No(refusal.of_member(0)),
+                    vote => vote,
+                },
+            );
+        }
+    }
     let Some(mut branch) = Branch::begin(&state.pool, gid, deadline, repeat).await? else {
         return Ok(Vote::Yes);
     };
@@ -141,6 +153,16 @@ async fn pay(
     let work = &works[index];
     let unchanged = db::why_not_paid(conn, &work.order_id, work.version, txid).await?;
     Ok(Some((index, unchanged)))
+}
+
+/// A lone order's work as SQL text, for a branch sent in one round trip: the database's
+/// `order_pay` (migration `0004_pay_in_one_statement.sql`), which refuses as [`refusal`] does.
+fn pay_sql(work: &OrderWork, txid: uuid::Uuid) -> Option<String> {
+    Some(format!(
+        "select order_pay({}, {}, '{txid}')",
+        twopc::sql::literal(&work.order_id)?,
+        work.version
+    ))
 }
 
 fn refusal(work: &OrderWork, unchanged: db::Unchanged) -> Refusal {

@@ -243,6 +243,7 @@ async fn the_order_branch_votes_no_for_a_paid_changed_or_unknown_order() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(answer["vote"], vote(code)["vote"]);
         assert_eq!(answer["code"], code);
+        assert_eq!(answer["business"], code == "unknown_order", "{answer}");
     }
     world
         .pool
@@ -254,6 +255,7 @@ async fn the_order_branch_votes_no_for_a_paid_changed_or_unknown_order() {
         .prepare(&gid, json!({"order_id": order, "version": 1}))
         .await;
     assert_eq!(answer["code"], "already_paid");
+    assert_eq!(answer["business"], true);
     assert_eq!(world.prepared().await, 0);
 }
 

@@ -258,7 +258,7 @@ pub fn raised_refusal(error: &sqlx::Error) -> Option<Refusal> {
 }
 
 /// What a statement of a branch's work did, run on its own (not in one trip): done, refused
-/// (it raised [`REFUSE`]), or failed.
+/// (it raised [`REFUSE`] or [`REFUSE_TRANSIENT`]), or failed.
 pub fn done_or_refused<T>(
     done: Result<T, sqlx::Error>,
 ) -> Result<Result<(), Refusal>, sqlx::Error> {

@@ -88,24 +88,20 @@ pub async fn charge_locked(
     Ok(())
 }
 
-/// Charges in one guarded statement; only when that changes nothing does a second read tell
-/// an unknown user from a poor one (users are never deleted, so the answer cannot race).
-/// Both `POST /payment/pay` and a lone checkout's branch charge through here.
-pub async fn pay(conn: &mut PgConnection, id: &str, amount: i64) -> Result<()> {
-    let done = sqlx::query("update users set credit = credit - $2 where id = $1 and credit >= $2")
+/// Charges `amount` to user `id`, or says why not: the database's `payment_charge` (migration
+/// `0003_charge_in_one_statement.sql`), one guarded update that locks the user's row as it
+/// checks the credit, and only when that changes nothing a read telling an unknown user from a
+/// poor one. Both `POST /payment/pay` and a lone checkout's branch (then in one round trip with
+/// the branch, [`crate::prepare::charge_sql`]) charge with it.
+pub async fn charge(
+    conn: &mut PgConnection,
+    id: &str,
+    amount: i64,
+) -> sqlx::Result<std::result::Result<(), twopc::wire::Refusal>> {
+    let charged = sqlx::query("select payment_charge($1, $2)")
         .bind(id)
         .bind(amount)
-        .execute(&mut *conn)
-        .await?;
-    if done.rows_affected() == 1 {
-        return Ok(());
-    }
-    match find_user(conn, id).await? {
-        None => Err(Error::UnknownUser(id.to_owned())),
-        Some(user) => Err(Error::InsufficientCredit {
-            user_id: id.to_owned(),
-            credit: user.credit,
-            wanted: amount,
-        }),
-    }
+        .execute(conn)
+        .await;
+    twopc::branch::done_or_refused(charged)
 }

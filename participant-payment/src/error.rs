@@ -20,6 +20,9 @@ pub enum Error {
     },
     #[error("adding {amount} to the credit of user {user_id} would overflow it")]
     Overflow { user_id: String, amount: i64 },
+    /// A charge the database refused (unknown user, not enough credit), with its reason.
+    #[error("{0}")]
+    Refused(String),
     #[error("invalid payment work: {0}")]
     Work(String),
     #[error("database: {0}")]

@@ -35,18 +35,12 @@ impl PaymentWork {
     }
 }
 
-/// Charges the work's amount, or says why not: the database's `payment_charge` (migration
-/// `0003_charge_in_one_statement.sql`), which locks the user's row as it checks the credit.
+/// Charges the work's amount, or says why not ([`db::charge`]).
 pub async fn charge(
     conn: &mut PgConnection,
     work: &PaymentWork,
 ) -> sqlx::Result<std::result::Result<(), Refusal>> {
-    let charged = sqlx::query("select payment_charge($1, $2)")
-        .bind(&work.user_id)
-        .bind(work.amount)
-        .execute(conn)
-        .await;
-    twopc::branch::done_or_refused(charged)
+    db::charge(conn, &work.user_id, work.amount).await
 }
 
 /// [`charge`] as SQL text, for a branch sent in one round trip.

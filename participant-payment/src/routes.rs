@@ -66,6 +66,8 @@ async fn pay(
     let id = parse_id("user_id", &id)?;
     let amount = parse_amount("amount", &amount, 1)?;
     let mut conn = pool.acquire().await?;
-    db::pay(&mut conn, &id, amount).await?;
+    db::charge(&mut conn, &id, amount)
+        .await?
+        .map_err(|refusal| Error::Refused(refusal.message))?;
     Ok("ok")
 }

@@ -60,10 +60,16 @@ pub struct Config {
     #[arg(long, env = "CHECKOUT_QUEUE_MS", default_value_t = 25_000)]
     pub checkout_queue_ms: u64,
 
-    /// Batches of checkouts this instance has in flight at once (see `batch`): while every
-    /// place is taken, the checkouts that become ready gather in the next batch.
+    /// Batches of checkouts this instance has in flight at most (see `batch`): while one is
+    /// in flight, the checkouts that become ready gather in the next batch, which takes its
+    /// place when it ends.
     #[arg(long, env = "CHECKOUT_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub checkout_batches: u32,
+
+    /// How long a batch waits for the batch in flight to end before it takes another of the
+    /// `CHECKOUT_BATCHES` places: how long a batch stuck in flight holds the others up.
+    #[arg(long, env = "CHECKOUT_BATCH_PATIENCE_MS", default_value_t = 200)]
+    pub checkout_batch_patience_ms: u64,
 
     /// Most checkouts in one batch (one global transaction).
     #[arg(long, env = "CHECKOUT_BATCH_MAX", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]

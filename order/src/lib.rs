@@ -98,6 +98,7 @@ impl Server {
             batches: Arc::new(batch::Batches::new(
                 config.checkout_batches as usize,
                 config.checkout_batch_max as usize,
+                Duration::from_millis(config.checkout_batch_patience_ms),
                 config.phase_one(),
                 config.phase_two_wait(),
                 tasks.clone(),

@@ -55,6 +55,7 @@ async fn world_with(adjust: impl FnOnce(&mut Config)) -> World {
         checkouts_in_flight: 64,
         checkout_queue_ms: 25_000,
         checkout_batches: 2,
+        checkout_batch_patience_ms: 200,
         checkout_batch_max: 16,
         db_max_connections: 4,
     };

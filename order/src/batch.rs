@@ -165,7 +165,6 @@ impl Places {
                 _ = tokio::time::sleep_until(patient_until) => break,
             }
         }
-        // The semaphore is never closed.
         let permit = self.free.clone().acquire_owned().await;
         self.place(permit.expect("the places' semaphore is never closed"))
     }
@@ -183,12 +182,13 @@ impl<M: Send + 'static, R: Clone + Send + Sync + 'static> Batches<M, R> {
         phase_two_wait: Duration,
         tasks: Tasks,
     ) -> Self {
+        let places = places.max(1);
         Self {
             tasks,
             forming: Mutex::new(None),
             places: Places {
-                free: Arc::new(Semaphore::new(places.max(1))),
-                count: places.max(1),
+                free: Arc::new(Semaphore::new(places)),
+                count: places,
                 freed: Arc::new(Notify::new()),
                 patience,
             },

@@ -61,6 +61,13 @@ pub struct State {
     pub tasks: Tasks,
 }
 
+/// The order database, for the branch's `POST /_2pc/prepare` ([`participant_server::prepare`]).
+impl axum::extract::FromRef<State> for PgPool {
+    fn from_ref(state: &State) -> Self {
+        state.pool.clone()
+    }
+}
+
 /// The order service, built and bound, ready to serve.
 pub struct Server {
     state: State,

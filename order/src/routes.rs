@@ -25,7 +25,10 @@ pub fn router(state: State) -> Router {
             post(add_item),
         )
         .route("/orders/checkout/{order_id}", post(checkout_order))
-        .route(twopc::wire::routes::PREPARE, post(prepare::prepare))
+        .route(
+            twopc::wire::routes::PREPARE,
+            post(participant_server::prepare::<prepare::OrderBranch>),
+        )
         .route("/health", get(service_kit::http::health))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn(

@@ -292,6 +292,67 @@ async fn the_order_branch_votes_no_for_a_transaction_that_does_not_hold_the_clai
     assert_eq!(world.claimed_by(&order).await, Some(holder));
 }
 
+/// A batch's orders are paid all or none, and a refusal names the first member that could not
+/// be paid, with why; a lone order's names none.
+#[tokio::test]
+async fn a_batch_of_orders_is_paid_all_or_none_naming_the_first_that_cannot_be() {
+    let world = world().await;
+    let orders = [
+        world.order("u1").await,
+        world.order("u2").await,
+        world.order("u3").await,
+    ];
+    let gid = Gid::new("c1", Uuid::new_v4(), "order").unwrap();
+    for order in &orders[..2] {
+        world.claim(order, gid.txid()).await;
+    }
+    // The third is claimed by another transaction.
+    world.claim(&orders[2], Uuid::new_v4()).await;
+    let works = |versions: [i64; 3]| {
+        json!(orders
+            .iter()
+            .zip(versions)
+            .map(|(order, version)| json!({"order_id": order, "version": version}))
+            .collect::<Vec<_>>())
+    };
+    for (versions, member, code) in [
+        ([0, 0, 0], 2, "superseded"),
+        ([0, 7, 0], 1, "order_changed"),
+    ] {
+        let (status, answer) = world.prepare(&gid, works(versions)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["vote"], "no", "{answer}");
+        assert_eq!(answer["code"], code, "{answer}");
+        assert_eq!(answer["member"], member, "{answer}");
+        assert_eq!(answer["business"], false, "{answer}");
+    }
+    assert_eq!(world.prepared().await, 0);
+    for order in &orders {
+        let (_, found) = world.get(&format!("/orders/find/{order}")).await;
+        assert_eq!(found["paid"], false, "nothing paid of a refused batch");
+    }
+
+    let (_, answer) = world
+        .prepare(&gid, json!({"order_id": orders[2], "version": 0}))
+        .await;
+    assert_eq!(answer["code"], "superseded", "{answer}");
+    assert!(
+        answer.get("member").is_none(),
+        "a lone order is no member: {answer}"
+    );
+
+    world.claim(&orders[2], gid.txid()).await;
+    let (_, answer) = world.prepare(&gid, works([0, 0, 0])).await;
+    assert_eq!(answer, json!({"vote": "yes"}));
+    twopc::finish::commit_prepared(&world.pool, &gid)
+        .await
+        .unwrap();
+    for order in &orders {
+        let (_, found) = world.get(&format!("/orders/find/{order}")).await;
+        assert_eq!(found["paid"], true);
+    }
+}
+
 #[tokio::test]
 async fn the_order_branch_refuses_to_prepare_after_its_deadline() {
     let world = world().await;

@@ -58,47 +58,15 @@ pub async fn add_funds(db: impl PgExecutor<'_>, id: &str, amount: i64) -> Result
     }
 }
 
-/// Locks the users in id order and reads their credit as it is once locked. Unknown ids are
-/// missing.
-pub async fn lock_users(
-    conn: &mut PgConnection,
-    ids: &[String],
-) -> sqlx::Result<Vec<(String, i64)>> {
-    sqlx::query_as("select id, credit from users where id = any($1) order by id for update")
-        .bind(ids)
-        .fetch_all(conn)
-        .await
-}
-
-/// Subtracts `amounts[i]` from the credit of user `ids[i]`, rows the caller has locked and
-/// checked.
-pub async fn charge_locked(
-    conn: &mut PgConnection,
-    ids: &[String],
-    amounts: &[i64],
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "update users set credit = users.credit - w.amount \
-         from unnest($1::text[], $2::bigint[]) as w(id, amount) where users.id = w.id",
-    )
-    .bind(ids)
-    .bind(amounts)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Charges `amount` to user `id`, or says why not: the database's `payment_charge` (migration
-/// `0003_charge_in_one_statement.sql`), one guarded update that locks the user's row as it
-/// checks the credit, and only when that changes nothing a read telling an unknown user from a
-/// poor one. Both `POST /payment/pay` and a lone checkout's branch (then in one round trip with
-/// the branch, [`crate::prepare::charge_sql`]) charge with it.
+/// Charges `amount` to user `id`, or says why not: the database's `payment_charge_batch`
+/// (migration `0004_charge_for_a_batch.sql`) with one member, the rule a checkout's payment
+/// branch charges by too ([`crate::prepare::charge_sql`]).
 pub async fn charge(
     conn: &mut PgConnection,
     id: &str,
     amount: i64,
 ) -> sqlx::Result<std::result::Result<(), twopc::wire::Refusal>> {
-    let charged = sqlx::query("select payment_charge($1, $2)")
+    let charged = sqlx::query("select payment_charge_batch(array[$1], array[$2])")
         .bind(id)
         .bind(amount)
         .execute(conn)

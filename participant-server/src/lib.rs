@@ -21,54 +21,43 @@ use axum::{
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use service_kit::tasks::Tasks;
-use sqlx::{migrate::Migrator, PgConnection, PgPool};
+use sqlx::{migrate::Migrator, PgPool};
 use tokio::net::TcpListener;
-use twopc::wire::Refusal;
 
-pub use prepare::PrepareError;
+pub use prepare::{prepare, PrepareError};
 
 pub use twopc::VOTES_METRIC as VOTES;
 
-/// One participant's business: its database, its public routes and its branch's work.
-pub trait Participant: Send + Sync + 'static {
+/// A branch's business work: how a prepare request's work is read and what SQL does it. The
+/// order service's own branch is one (it runs the same `POST /_2pc/prepare`, [`prepare`]).
+pub trait BranchWork: Send + Sync + 'static {
     /// The participant's name in gids and metric labels.
     const NAME: &'static str;
 
-    /// The branch's work, read from the `work` of a prepare request.
+    /// One member's work, read from the `work` of a prepare request.
     type Work: Send + Sync + 'static;
 
+    /// Reads and checks one member's work; the error is the 400 reply.
+    fn parse_work(work: serde_json::Value) -> Result<Self::Work, String>;
+
+    /// The works of a branch's members (one, or several checkouts sharing the branch), done in
+    /// order, all or none, as SQL text for [`twopc::branch::Branch::run`]: one call of the
+    /// participant's SQL function, which refuses the first member that cannot be done by
+    /// raising [`twopc::branch::REFUSE`] or [`twopc::branch::REFUSE_TRANSIENT`] with the
+    /// member's position as the hint, its values formatted with [`twopc::sql`]. Row locks must
+    /// be taken in sorted key order, every member's together: that is this database's part of
+    /// the system's global lock order. `None` when a value cannot be written as SQL text (the
+    /// work is then refused as invalid).
+    fn sql(gid: &twopc::Gid, works: &[Self::Work]) -> Option<String>;
+}
+
+/// One participant's business: its database, its public routes and its branch's work.
+pub trait Participant: BranchWork {
     /// Migrations of the participant's database; they must create `twopc_markers`.
     fn migrator() -> &'static Migrator;
 
     /// The public routes, under their full paths.
     fn routes() -> Router<PgPool>;
-
-    /// Reads and checks a prepare request's work; the error is the 400 reply.
-    fn parse_work(work: serde_json::Value) -> Result<Self::Work, String>;
-
-    /// Does the work inside the branch's transaction, or says why it cannot be done. Row
-    /// locks must be taken in sorted key order: that is this database's part of the system's
-    /// global lock order.
-    fn apply(
-        conn: &mut PgConnection,
-        work: &Self::Work,
-    ) -> impl Future<Output = sqlx::Result<Result<(), Refusal>>> + Send;
-
-    /// The work as SQL text for a branch sent in one round trip
-    /// ([`twopc::branch::Branch::run_in_one_trip`]): the same work as [`Participant::apply`],
-    /// refusing by raising [`twopc::branch::REFUSE`], its values formatted with [`twopc::sql`].
-    /// `None` when a value cannot be written as SQL text; the branch then runs through `apply`.
-    fn one_trip(work: &Self::Work) -> Option<String>;
-
-    /// Does the works of a batch's members (several checkouts sharing one branch) as if
-    /// [`Participant::apply`] did each in turn, all or none: the first member that cannot be
-    /// done is refused, with its position. The rows of every member are locked together, in
-    /// sorted key order (one member after another would not lock in that order, and two
-    /// batches could then wait for each other).
-    fn apply_batch(
-        conn: &mut PgConnection,
-        works: &[Self::Work],
-    ) -> impl Future<Output = sqlx::Result<Result<(), (usize, Refusal)>>> + Send;
 }
 
 /// A participant service's configuration; tests build it directly.

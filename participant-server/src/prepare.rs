@@ -12,7 +12,7 @@ use twopc::{
     Deadline, Gid, GidError,
 };
 
-use crate::{Participant, VOTES};
+use crate::{BranchWork, VOTES};
 
 /// Why a prepare request got no vote.
 #[derive(Debug, thiserror::Error)]
@@ -36,23 +36,29 @@ impl IntoResponse for PrepareError {
     }
 }
 
-pub(crate) async fn prepare<P: Participant>(
+/// `POST /_2pc/prepare` for branch work `P`, on the participant's database: the vote, or why
+/// there is none (400 for a request that is not a branch, 500 for a database that failed).
+pub async fn prepare<P: BranchWork>(
     State(pool): State<PgPool>,
     Json(request): Json<PrepareRequest>,
 ) -> Result<Json<Vote>, PrepareError> {
     let gid = Gid::parse(&request.gid)?;
-    let works = parse_batch::<P>(request.work)?;
-    let vote = match vote::<P>(&pool, &gid, request.deadline, request.repeat, &works).await {
+    let (works, batch) = parse_batch::<P>(request.work)?;
+    let sql = P::sql(&gid, &works)
+        .ok_or_else(|| PrepareError::Work("a value cannot be written as SQL text".to_owned()))?;
+    let vote = match vote(&pool, &gid, request.deadline, request.repeat, &sql).await {
+        // A lone checkout's refusal is about no member of a batch.
+        Ok(Vote::No(refusal)) if !batch => Vote::No(Refusal {
+            member: None,
+            ..refusal
+        }),
         Ok(vote) => vote,
         // The branch is rolled back by now (dropped); a lock wait that ran out is a transient
-        // no, anything else an error.
-        Err(error) => {
-            service_kit::db::note_broken(&error);
-            match transient_refusal(&error) {
-                Some(refusal) => Vote::No(refusal),
-                None => return Err(error.into()),
-            }
-        }
+        // no, anything else an error (noted, should it say a connection broke, by its reply).
+        Err(error) => match transient_refusal(&error) {
+            Some(refusal) => Vote::No(refusal),
+            None => return Err(error.into()),
+        },
     };
     let label = match &vote {
         Vote::Yes => "yes",
@@ -62,8 +68,11 @@ pub(crate) async fn prepare<P: Participant>(
     Ok(Json(vote))
 }
 
-/// A work is one member's, or a JSON array of members' (a batch); each is read and checked.
-fn parse_batch<P: Participant>(work: serde_json::Value) -> Result<Batch<P::Work>, PrepareError> {
+/// A work is one member's, or a JSON array of members' (a batch, `true`); each is read and
+/// checked.
+fn parse_batch<P: BranchWork>(
+    work: serde_json::Value,
+) -> Result<(Vec<P::Work>, bool), PrepareError> {
     match work {
         serde_json::Value::Array(members) if members.is_empty() => Err(PrepareError::Work(
             "a batch needs at least one member".to_owned(),
@@ -76,68 +85,28 @@ fn parse_batch<P: Participant>(work: serde_json::Value) -> Result<Batch<P::Work>
                     .map_err(|error| PrepareError::Work(format!("member {index}: {error}")))
             })
             .collect::<Result<_, _>>()
-            .map(Batch::Members),
+            .map(|works| (works, true)),
         work => P::parse_work(work)
-            .map(Batch::One)
+            .map(|work| (vec![work], false))
             .map_err(PrepareError::Work),
     }
 }
 
-/// The work of one branch: a lone member's, or a batch's.
-enum Batch<W> {
-    One(W),
-    Members(Vec<W>),
-}
-
-#[tracing::instrument(skip(pool, works), fields(participant = P::NAME, %gid))]
-async fn vote<P: Participant>(
+/// The branch in one round trip; a repeat first looks whether it is prepared already.
+#[tracing::instrument(skip(pool, sql), fields(%gid))]
+async fn vote(
     pool: &PgPool,
     gid: &Gid,
     deadline: Deadline,
     repeat: bool,
-    works: &Batch<P::Work>,
+    sql: &str,
 ) -> sqlx::Result<Vote> {
-    // A lone member's first send travels in one round trip; a repeat must first look whether
-    // the branch is prepared already, and a batch's members are locked together by
-    // `apply_batch`.
-    let lone = match works {
-        Batch::One(work) => Some((work, false)),
-        Batch::Members(members) if members.len() == 1 => Some((&members[0], true)),
-        Batch::Members(_) => None,
-    };
-    if let Some((work, member)) = lone.filter(|_| !repeat) {
-        if let Some(sql) = P::one_trip(work) {
-            return Ok(
-                match Branch::run_in_one_trip(pool, gid, deadline, &sql).await? {
-                    Vote::No(refusal) if member => Vote::No(refusal.of_member(0)),
-                    vote => vote,
-                },
-            );
-        }
+    if !repeat {
+        return Branch::run_in_one_trip(pool, gid, deadline, sql).await;
     }
-    let Some(mut branch) = Branch::begin(pool, gid, deadline, repeat).await? else {
+    match Branch::begin(pool, gid, deadline, repeat).await? {
+        Some(branch) => branch.run(sql).await,
         // Already prepared: a retry whose first answer was lost.
-        return Ok(Vote::Yes);
-    };
-    match apply::<P>(branch.tx(), works).await {
-        Ok(Ok(())) => branch.prepare().await,
-        Ok(Err(refusal)) => branch.refuse(refusal).await,
-        Err(error) => Err(branch.fail(error).await),
+        None => Ok(Vote::Yes),
     }
-}
-
-/// Does the branch's work: a lone member's, or a batch's all or none, the first refusal
-/// naming its member.
-async fn apply<P: Participant>(
-    conn: &mut sqlx::PgConnection,
-    works: &Batch<P::Work>,
-) -> sqlx::Result<Result<(), Refusal>> {
-    let refused = match works {
-        Batch::One(work) => return P::apply(conn, work).await,
-        Batch::Members(members) if members.len() == 1 => P::apply(conn, &members[0])
-            .await?
-            .map_err(|refusal| (0, refusal)),
-        Batch::Members(members) => P::apply_batch(conn, members).await?,
-    };
-    Ok(refused.map_err(|(index, refusal)| refusal.of_member(index)))
 }

@@ -3,7 +3,7 @@
 //!
 //! Public routes change stock one item at a time, each in one statement, so concurrent calls
 //! lose no update. A checkout's stock branch (see [`prepare`]: one statement, the database's
-//! `stock_take`, sent with the branch's opening and prepare in one round trip) locks the
+//! `stock_take_batch`, sent with the branch's opening and prepare in one round trip) locks the
 //! checkout's items in sorted id order (this database's part of the system's global lock order, which keeps two
 //! checkouts from waiting on each other across databases), votes no when an item is unknown or
 //! short, and otherwise subtracts every quantity and is prepared, which keeps those rows locked
@@ -16,8 +16,7 @@ pub mod error;
 pub mod prepare;
 pub mod routes;
 
-use sqlx::{migrate::Migrator, PgConnection, PgPool};
-use twopc::wire::Refusal;
+use sqlx::{migrate::Migrator, PgPool};
 
 pub use participant_server::{Config, VOTES};
 
@@ -31,37 +30,25 @@ pub type Server = participant_server::Server<Stock>;
 
 pub struct Stock;
 
-impl participant_server::Participant for Stock {
+impl participant_server::BranchWork for Stock {
     const NAME: &'static str = PARTICIPANT;
     type Work = prepare::StockWork;
 
+    fn parse_work(work: serde_json::Value) -> Result<Self::Work, String> {
+        prepare::StockWork::from_json(work).map_err(|error| error.to_string())
+    }
+
+    fn sql(_gid: &twopc::Gid, works: &[Self::Work]) -> Option<String> {
+        prepare::take_sql(works)
+    }
+}
+
+impl participant_server::Participant for Stock {
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }
 
     fn routes() -> axum::Router<PgPool> {
         routes::router()
-    }
-
-    fn parse_work(work: serde_json::Value) -> Result<Self::Work, String> {
-        prepare::StockWork::from_json(work).map_err(|error| error.to_string())
-    }
-
-    async fn apply(
-        conn: &mut PgConnection,
-        work: &Self::Work,
-    ) -> sqlx::Result<Result<(), Refusal>> {
-        prepare::reserve(conn, work).await
-    }
-
-    fn one_trip(work: &Self::Work) -> Option<String> {
-        prepare::take_sql(work)
-    }
-
-    async fn apply_batch(
-        conn: &mut PgConnection,
-        works: &[Self::Work],
-    ) -> sqlx::Result<Result<(), (usize, Refusal)>> {
-        prepare::reserve_batch(conn, works).await
     }
 }

@@ -1,25 +1,21 @@
 //! The participant side of phase one.
 //!
+//! A branch's business work is SQL text: one call of the participant's SQL function, which does
+//! the check and the update and refuses by raising [`REFUSE`] or [`REFUSE_TRANSIENT`]. So a
+//! whole branch travels as one simple query, one round trip: [`Branch::run_in_one_trip`] sends
+//! the opening, the work, the marker and `PREPARE TRANSACTION` together. A repeated prepare
+//! (the coordinator lost the answer) first looks whether the branch is prepared already:
+//!
 //! ```ignore
-//! let Some(mut branch) = Branch::begin(&pool, &gid, req.deadline, req.repeat).await? else {
+//! let Some(branch) = Branch::begin(&pool, &gid, req.deadline, req.repeat).await? else {
 //!     return Ok(Vote::Yes); // a retry of a branch that is already prepared
 //! };
-//! match db::reserve(branch.tx(), &work).await {
-//!     Ok(Ok(())) => branch.prepare().await,
-//!     Ok(Err(refusal)) => branch.refuse(refusal).await,
-//!     Err(error) => Err(branch.fail(error).await),
-//! }
+//! branch.run(&work_sql).await
 //! ```
 //!
-//! [`Branch::prepare`] inserts the gid into `twopc_markers` in the same transaction and then
-//! runs `PREPARE TRANSACTION`: the marker commits if and only if the branch commits, which is
-//! what lets phase two tell a branch that committed earlier from one that was lost.
-//!
-//! A work that fits in one statement of SQL text goes faster: [`Branch::run_in_one_trip`]
-//! sends the opening, the work, the marker and `PREPARE TRANSACTION` as one simple query, one
-//! round trip where the steps above take three. The work refuses by raising [`REFUSE`] or
-//! [`REFUSE_TRANSIENT`] (a participant-side SQL function does the check), which skips the
-//! rest of the query.
+//! The marker is the gid inserted into `twopc_markers` in the same transaction, before
+//! `PREPARE TRANSACTION`: it commits if and only if the branch commits, which is what lets
+//! phase two tell a branch that committed earlier from one that was lost.
 //!
 //! The whole branch is bounded by the coordinator's deadline: the wait for a pooled
 //! connection, every lock wait and statement (`lock_timeout`, `statement_timeout`), a session
@@ -134,11 +130,8 @@ impl Branch {
     }
 
     /// The whole branch in one round trip: the block and its bounds as [`Branch::begin`] opens
-    /// them, the business `work`, the marker and `PREPARE TRANSACTION` as
-    /// [`Branch::prepare`] writes them, sent as one simple query. `work` is SQL text, its
-    /// values formatted with [`crate::sql`]; it refuses by raising [`REFUSE`] or
-    /// [`REFUSE_TRANSIENT`] (the refusal's message as the error's message, its code as the
-    /// detail), which skips the rest of the query, and the branch is then rolled back: a no.
+    /// them, the business `work`, the marker and `PREPARE TRANSACTION` as [`Branch::run`]
+    /// sends them, as one simple query.
     ///
     /// Not for a repeated prepare ([`Branch::begin`] with `repeat`): that must look whether
     /// the branch is prepared already before doing the work again.
@@ -148,16 +141,43 @@ impl Branch {
         deadline: Deadline,
         work: &str,
     ) -> Result<Vote, sqlx::Error> {
-        let mut branch = Self::acquire(pool, gid, deadline).await?;
-        let sql = format!("{}; {work}; {}", opening(deadline)?, branch.prepare_sql());
-        match branch.tx().execute(sql.as_str()).await {
+        let branch = Self::acquire(pool, gid, deadline).await?;
+        let opening = opening(deadline)?;
+        branch.send(Some(&format!("{opening}; {work}"))).await
+    }
+
+    /// Does the business `work` in the open block and votes: the work, the marker and
+    /// `PREPARE TRANSACTION` as one simple query, unless the work refuses or the deadline has
+    /// passed by the time the marker lands (then the error is a timeout, see
+    /// [`transient_refusal`]). `work` is SQL text, its values formatted with [`crate::sql`]; it
+    /// refuses by raising [`REFUSE`] or [`REFUSE_TRANSIENT`] (see [`raised_refusal`]), which
+    /// skips the rest of the query, and the branch is then rolled back: a no.
+    pub async fn run(self, work: &str) -> Result<Vote, sqlx::Error> {
+        self.send(Some(work)).await
+    }
+
+    /// Votes yes on the work done so far in the block (statement by statement, through
+    /// [`Branch::tx`]): the marker and `PREPARE TRANSACTION` in one round trip, unless the
+    /// deadline has passed by the time the marker lands.
+    pub async fn prepare(self) -> Result<Vote, sqlx::Error> {
+        self.send(None).await
+    }
+
+    /// Sends `sql`, then the marker and `PREPARE TRANSACTION`, and votes on the outcome.
+    async fn send(mut self, sql: Option<&str>) -> Result<Vote, sqlx::Error> {
+        let sql = match sql {
+            Some(sql) => format!("{sql}; {}", self.prepare_sql()),
+            None => self.prepare_sql(),
+        };
+        match self.tx().execute(sql.as_str()).await {
             Err(error) => match raised_refusal(&error) {
-                Some(refusal) => branch.refuse(refusal).await,
-                None => branch.prepared_or(error).await,
+                Some(refusal) => self.refuse(refusal).await,
+                None => self.prepared_or(error).await,
             },
+            // PREPARE TRANSACTION has ended the block: the connection is free again.
             Ok(_) => {
-                branch.conn = None;
-                tracing::debug!(gid = %branch.gid, "prepared in one trip");
+                self.conn = None;
+                tracing::debug!(gid = %self.gid, "prepared");
                 Ok(Vote::Yes)
             }
         }
@@ -198,22 +218,8 @@ impl Branch {
         Ok(())
     }
 
-    /// Votes yes: writes the marker and prepares the transaction durably, in one round trip,
-    /// unless the deadline has passed by the time the marker lands (then the error is a
-    /// timeout, see [`transient_refusal`]).
-    pub async fn prepare(mut self) -> Result<Vote, sqlx::Error> {
-        let sql = self.prepare_sql();
-        match self.tx().execute(sql.as_str()).await {
-            // PREPARE TRANSACTION has ended the block: the connection is free again.
-            Ok(_) => self.conn = None,
-            Err(error) => return self.prepared_or(error).await,
-        }
-        tracing::debug!(gid = %self.gid, "prepared");
-        Ok(Vote::Yes)
-    }
-
     /// Votes no: rolls the local work back.
-    pub async fn refuse(mut self, refusal: Refusal) -> Result<Vote, sqlx::Error> {
+    async fn refuse(mut self, refusal: Refusal) -> Result<Vote, sqlx::Error> {
         self.close("rollback").await?;
         tracing::debug!(gid = %self.gid, code = %refusal.code, "refused");
         Ok(Vote::No(refusal))
@@ -222,7 +228,7 @@ impl Branch {
     /// The branch's work failed with `error`: rolls it back, keeping the connection for the
     /// pool when the server answers (a lock wait that ran out is common under a hot row),
     /// and returns the error.
-    pub async fn fail(mut self, error: sqlx::Error) -> sqlx::Error {
+    async fn fail(mut self, error: sqlx::Error) -> sqlx::Error {
         if let Err(rollback) = self.close("rollback").await {
             tracing::debug!(gid = %self.gid, %rollback, "rollback after a failure failed; connection closed");
         }
@@ -230,30 +236,38 @@ impl Branch {
     }
 }
 
-/// SQLSTATE a branch's work raises to refuse for a business reason (see
-/// [`Branch::run_in_one_trip`]): the message is the refusal's, the detail its code. A class of
-/// its own, which PostgreSQL does not use.
+/// SQLSTATE a branch's work raises to refuse for a business reason (see [`Branch::run`]): the
+/// message is the refusal's, the detail its code, and in a batch the hint the refused member's
+/// position (see [`Refusal::member`]). A class of its own, which PostgreSQL does not use.
 pub const REFUSE: &str = "WR000";
 /// SQLSTATE a branch's work raises to refuse for a transient reason (the checkout may run
 /// again), as [`REFUSE`] otherwise.
 pub const REFUSE_TRANSIENT: &str = "WR001";
 
-/// The refusal a branch's work raised with [`REFUSE`] or [`REFUSE_TRANSIENT`], if it did.
+/// The refusal a branch's work raised with [`REFUSE`] or [`REFUSE_TRANSIENT`], if it did,
+/// naming the member its hint names.
 pub fn raised_refusal(error: &sqlx::Error) -> Option<Refusal> {
     let business = has_code(error, REFUSE);
     if !business && !has_code(error, REFUSE_TRANSIENT) {
         return None;
     }
     let db = error.as_database_error()?;
-    let code = db
-        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+    let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+    let code = pg
         .and_then(|pg| pg.detail())
         .unwrap_or("refused")
         .to_owned();
-    Some(if business {
+    let refusal = if business {
         Refusal::business(&code, db.message())
     } else {
         Refusal::transient(&code, db.message())
+    };
+    let member = pg
+        .and_then(|pg| pg.hint())
+        .and_then(|hint| hint.parse().ok());
+    Some(match member {
+        Some(index) => refusal.of_member(index),
+        None => refusal,
     })
 }
 

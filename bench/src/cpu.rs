@@ -8,7 +8,10 @@
 //! their exited children that were reaped (a postmaster reaps its backends, so a backend that
 //! exits between two snapshots is still counted, in the postmaster's `cutime`). A kind sums
 //! its instances (`order-1` and `order-2` are `order`; `pg-order` is `pg-order`; the gateway
-//! processes are `haproxy`). The bench process itself (the load generator, also the
+//! processes are `haproxy`). A Patroni node's postmaster is not Patroni's descendant (Patroni
+//! starts it in a session of its own, from a helper process that exits), so each node's
+//! postmaster, found in its `postmaster.pid`, is a root of its own under the node's kind; a pid
+//! reached from two roots counts once. The bench process itself (the load generator, also the
 //! supervisor's threads) counts only its own `utime + stime`: its children are the system.
 //! The difference of two snapshots, divided by the checkouts between them, is the CPU cost
 //! of one checkout. Not counted: a process that exited and was not reaped by a counted
@@ -16,10 +19,10 @@
 //! kernel's own work outside process context (softirqs of loopback networking are charged to
 //! whichever process was running).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use launcher::Supervisor;
+use launcher::{Service, System};
 
 /// The CPU fields of one `/proc/<pid>/stat` line, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,19 +87,28 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads `/proc` for every process `supervisor` runs, and this process.
-    pub fn take(supervisor: &Supervisor) -> Snapshot {
-        let all = read_all();
-        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-        for stat in all.values() {
-            children.entry(stat.ppid).or_default().push(stat.pid);
+    /// Reads `/proc` for every process `system` runs (its supervisor's, and the postmasters of
+    /// its Patroni nodes), and this process.
+    pub fn take(system: &System) -> Snapshot {
+        let supervisor = system.supervisor();
+        let mut roots: Vec<(String, u32)> = supervisor
+            .names()
+            .into_iter()
+            .filter_map(|name| Some((kind_of(&name), supervisor.pid(&name).ok()??)))
+            .collect();
+        for service in Service::ALL {
+            for node in system.patroni_nodes(service) {
+                if let Some(pid) = node.postmaster_pid() {
+                    roots.push((kind_of(node.name()), pid));
+                }
+            }
         }
+        let all = read_all();
+        let children = children_of(&all);
         let mut ticks = BTreeMap::new();
-        for name in supervisor.names() {
-            let Ok(Some(root)) = supervisor.pid(&name) else {
-                continue;
-            };
-            *ticks.entry(kind_of(&name)).or_default() += tree_ticks(root, &all, &children);
+        let mut seen = HashSet::new();
+        for (kind, root) in roots {
+            *ticks.entry(kind).or_default() += tree_ticks(root, &all, &children, &mut seen);
         }
         let own = std::fs::read_to_string("/proc/self/stat")
             .ok()
@@ -121,11 +133,29 @@ fn read_all() -> HashMap<u32, ProcStat> {
         .collect()
 }
 
-/// The ticks of `root` and all its descendants, each with its reaped children.
-fn tree_ticks(root: u32, all: &HashMap<u32, ProcStat>, children: &HashMap<u32, Vec<u32>>) -> u64 {
+/// Each pid's children, from the parent-pid fields.
+fn children_of(all: &HashMap<u32, ProcStat>) -> HashMap<u32, Vec<u32>> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for stat in all.values() {
+        children.entry(stat.ppid).or_default().push(stat.pid);
+    }
+    children
+}
+
+/// The ticks of `root` and all its descendants, each with its reaped children, leaving out
+/// (and then adding to) the pids in `seen`: those another root counted.
+fn tree_ticks(
+    root: u32,
+    all: &HashMap<u32, ProcStat>,
+    children: &HashMap<u32, Vec<u32>>,
+    seen: &mut HashSet<u32>,
+) -> u64 {
     let mut total = 0;
     let mut stack = vec![root];
     while let Some(pid) = stack.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
         if let Some(stat) = all.get(&pid) {
             total += stat.with_reaped_children();
         }
@@ -252,6 +282,15 @@ mod tests {
         assert_eq!(kind_of("pg-stock-1"), "pg-stock");
     }
 
+    /// Processes by pid, and the children of each.
+    fn family<const N: usize>(
+        stats: [ProcStat; N],
+    ) -> (HashMap<u32, ProcStat>, HashMap<u32, Vec<u32>>) {
+        let all: HashMap<u32, ProcStat> = stats.into_iter().map(|s| (s.pid, s)).collect();
+        let children = children_of(&all);
+        (all, children)
+    }
+
     #[test]
     fn a_tree_sums_descendants_and_their_reaped_children() {
         let stat = |pid, ppid, utime| ProcStat {
@@ -262,19 +301,28 @@ mod tests {
             cutime: 10,
             cstime: 0,
         };
-        let all: HashMap<u32, ProcStat> = [stat(10, 1, 5), stat(11, 10, 2), stat(12, 11, 3)]
-            .into_iter()
-            .map(|s| (s.pid, s))
-            .collect();
-        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-        for s in all.values() {
-            children.entry(s.ppid).or_default().push(s.pid);
-        }
+        let (all, children) = family([stat(10, 1, 5), stat(11, 10, 2), stat(12, 11, 3)]);
         assert_eq!(
-            tree_ticks(10, &all, &children),
+            tree_ticks(10, &all, &children, &mut HashSet::new()),
             (5 + 1 + 10) + (2 + 1 + 10) + (3 + 1 + 10)
         );
-        assert_eq!(tree_ticks(12, &all, &children), 14);
+        assert_eq!(tree_ticks(12, &all, &children, &mut HashSet::new()), 14);
+    }
+
+    #[test]
+    fn a_process_reached_from_two_roots_counts_once() {
+        let stat = |pid, ppid| ProcStat {
+            pid,
+            ppid,
+            utime: 1,
+            stime: 0,
+            cutime: 0,
+            cstime: 0,
+        };
+        let (all, children) = family([stat(10, 1), stat(11, 10), stat(12, 11)]);
+        let mut seen = HashSet::new();
+        assert_eq!(tree_ticks(11, &all, &children, &mut seen), 2);
+        assert_eq!(tree_ticks(10, &all, &children, &mut seen), 1);
     }
 
     #[test]

@@ -25,14 +25,14 @@ pub async fn run(bench: &mut Bench, report: &mut Report, section: Section) -> an
             clients,
             duration: Some(bench.scale.duration),
         };
-        let before = Snapshot::take(bench.system.supervisor());
+        let before = Snapshot::take(&bench.system);
         let stats = load::run(&load, move || {
             let gateway = gateway.clone();
             let path = orders.take().map(|id| format!("/orders/checkout/{id}"));
             async move { Some(gateway.call(Method::POST, &path?).await) }
         })
         .await?;
-        let after = Snapshot::take(bench.system.supervisor());
+        let after = Snapshot::take(&bench.system);
         report.add_cpu(CpuCost::between(
             &before,
             &after,

@@ -44,11 +44,10 @@ impl StockWork {
     }
 }
 
-/// The members' works as SQL text: the database's `stock_take_batch` (migrations
-/// `0004_take_for_a_batch.sql`, `0005_a_lone_line_in_one_update.sql`) over every member's lines,
-/// the members one after another. Its first look without locks refuses at once what cannot
-/// succeed, before it locks every item in id order, checks again and takes the totals; a lone
-/// line is one `UPDATE` that does the same.
+/// The members' works as SQL text: the database's `stock_take_batch` (migration
+/// `0004_take_for_a_batch.sql`) over every member's lines, the members one after another. Its
+/// first look without locks refuses at once what cannot succeed, before it locks every item in
+/// id order, checks again and takes the totals.
 pub fn take_sql(works: &[StockWork]) -> Option<String> {
     let lines = works
         .iter()

@@ -46,8 +46,8 @@ impl participant_server::BranchWork for OrderBranch {
         serde_json::from_value(work).map_err(|error| format!("order work: {error}"))
     }
 
-    /// Every member's order paid, all or none: the database's `order_pay_batch` (migrations
-    /// `0005_pay_for_a_batch.sql`, `0006_a_lone_order_in_one_update.sql`), which pays an order only for the transaction that holds its
+    /// Every member's order paid, all or none: the database's `order_pay_batch` (migration
+    /// `0005_pay_for_a_batch.sql`), which pays an order only for the transaction that holds its
     /// claim, `gid`'s, at the version it was priced at, and refuses the first that cannot be
     /// paid with why. The order rows need no common lock order: each is claimed by this very
     /// transaction, so no other branch waits for it.

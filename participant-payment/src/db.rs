@@ -59,9 +59,8 @@ pub async fn add_funds(db: impl PgExecutor<'_>, id: &str, amount: i64) -> Result
 }
 
 /// Charges `amount` to user `id`, or says why not: the database's `payment_charge_batch`
-/// (migrations `0004_charge_for_a_batch.sql`, `0005_a_lone_charge_in_one_update.sql`) with one
-/// member, the rule a checkout's payment branch charges by too
-/// ([`crate::prepare::charge_sql`]).
+/// (migration `0004_charge_for_a_batch.sql`) with one member, the rule a checkout's payment
+/// branch charges by too ([`crate::prepare::charge_sql`]).
 pub async fn charge(
     conn: &mut PgConnection,
     id: &str,

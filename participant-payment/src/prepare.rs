@@ -30,10 +30,9 @@ impl PaymentWork {
     }
 }
 
-/// The members' charges as SQL text: the database's `payment_charge_batch` (migrations
-/// `0004_charge_for_a_batch.sql`, `0005_a_lone_charge_in_one_update.sql`), which locks every
-/// member's user in id order, checks each member against what the members before it left, and
-/// charges the totals; a lone charge is one `UPDATE`.
+/// The members' charges as SQL text: the database's `payment_charge_batch` (migration
+/// `0004_charge_for_a_batch.sql`), which locks every member's user in id order, checks each
+/// member against what the members before it left, and charges the totals.
 pub fn charge_sql(works: &[PaymentWork]) -> Option<String> {
     let (users, amounts): (Vec<&str>, Vec<i64>) = works
         .iter()

@@ -8,7 +8,7 @@ participant_server::shared_branch_tests!(support::spawn_app);
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::spawn_app;
+use support::{spawn_app, TestServer};
 use twopc::finish::{commit_prepared, CommitResult};
 
 /// The work of one checkout taking `(item, quantity)` of each of `items`.
@@ -79,7 +79,7 @@ async fn stock_taken_while_a_branch_waited_for_its_lock_is_refused_with_what_is_
     let second = app.new_gid();
     let work = items(&[("0", 2), ("1", 1)]);
     let ((status, vote), committed) = tokio::join!(app.prepare(&second, work), async {
-        app.wait_until_a_session_waits_for_a_lock().await;
+        wait_until_waiting_for_a_lock(&app).await;
         commit_prepared(&app.pool, &first).await.unwrap()
     });
     assert_eq!(committed, CommitResult::Committed);
@@ -123,6 +123,28 @@ async fn a_short_item_held_by_a_prepared_branch_is_refused_at_once() {
         CommitResult::Committed
     );
     assert_eq!(app.balance("1").await, 0);
+}
+
+/// Waits until some session of the test database waits for a row lock.
+async fn wait_until_waiting_for_a_lock(app: &TestServer) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity \
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session waits for a lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

@@ -311,6 +311,31 @@ impl<P: Participant> TestServer<P> {
         assert_eq!(self.balance("0").await, 6);
     }
 
+    /// A row held by another prepared branch makes prepare vote a transient no once its
+    /// deadline passes, and the holder is left as it was.
+    pub async fn assert_a_held_row_makes_prepare_vote_a_transient_no(&self) {
+        self.init(1, 10).await;
+        let holder = new_gid::<P>();
+        let (_, vote) = self.prepare(&holder, (self.books.take)("0", 1)).await;
+        assert_eq!(vote, yes());
+
+        let waiter = new_gid::<P>();
+        let within = Duration::from_millis(50);
+        let (status, vote) = self
+            .prepare_within(&waiter, (self.books.take)("0", 1), within)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(vote["vote"], "no");
+        assert_eq!(vote["business"], false);
+        assert_eq!(self.prepared_gids().await, vec![holder.to_string()]);
+
+        assert_eq!(
+            rollback_prepared(&self.pool, &holder).await.unwrap(),
+            RollbackResult::RolledBack
+        );
+        assert_eq!(self.balance("0").await, 10);
+    }
+
     pub async fn assert_a_malformed_gid_is_refused_with_400(&self) {
         self.init(1, 10).await;
         let good = new_gid::<P>().to_string();
@@ -372,22 +397,6 @@ macro_rules! shared_branch_tests {
             $spawn()
                 .await
                 .assert_a_held_row_makes_prepare_vote_a_transient_no()
-                .await;
-        }
-
-        #[tokio::test]
-        async fn a_lone_take_that_waited_for_its_row_is_checked_as_the_row_is_once_locked() {
-            $spawn()
-                .await
-                .assert_a_lone_take_that_waited_is_checked_as_locked()
-                .await;
-        }
-
-        #[tokio::test]
-        async fn a_lone_take_of_a_short_row_held_by_a_prepared_branch_is_refused_at_once() {
-            $spawn()
-                .await
-                .assert_a_lone_take_of_a_short_held_row_is_refused_at_once()
                 .await;
         }
 

@@ -13,7 +13,6 @@ use tokio::sync::oneshot;
 use crate::{Config, Participant, Server};
 
 mod cases;
-mod waits;
 pub use cases::BadInput;
 
 /// Where a participant keeps what its branches take, and how its tests fill it and take
